@@ -1,0 +1,19 @@
+//! dialback: a SIP softswitch plugin that guards remote maintenance with dial-back.
+//!
+//! An administrator reaches the gate over SIP (a call or a SIP MESSAGE on the user or admin
+//! trunk), proves an ID and password, and sends a separate maintenance start signal whose digit
+//! names the administrator. The gate maps the digit to numbers registered in advance, ends the
+//! inbound contact and calls back through an originate-only trunk; on answer a software modem
+//! carries a re-authenticated console session (JP H11-053315, claims 1 and 5).
+//!
+//! # Architecture
+//!
+//! Protocol, media, DSP and policy code is sans-IO: state machines that take input and `now`
+//! and queue output. Only `runtime` (and the binary) touches sockets, tasks, files and clocks.
+//!
+//! | module    | owns                                                                 |
+//! |-----------|----------------------------------------------------------------------|
+//! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
+//! | `sip`     | SIP message codec, transactions, registration, digest authentication |
+//! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
+#![forbid(unsafe_code)]
