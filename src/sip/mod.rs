@@ -7,8 +7,11 @@
 //! internal queues; we therefore own this layer (the design allows it for exactly this case).
 
 pub mod build;
+pub mod digest;
 pub mod endpoint;
 pub mod message;
 pub mod ratelimit;
+pub mod register;
 pub mod transaction;
+pub mod trunk;
 pub mod validate;
