@@ -18,4 +18,5 @@
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 #![forbid(unsafe_code)]
 
+pub mod runtime;
 pub mod sip;

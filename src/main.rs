@@ -1,1 +1,141 @@
-fn main() {}
+//! The `dialback` command line: `run`, `check`, and the tools around them.
+//!
+//! Exit codes: 0 success, 2 bad configuration or usage, 1 runtime failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// dialback: SIP dial-back gate for remote maintenance.
+#[derive(Parser, Debug)]
+#[command(name = "dialback", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gate with a dialplan: register the trunks and serve until SIGINT/SIGTERM.
+    Run {
+        /// Dialplan file (JSON).
+        #[arg(long, short, env = "DIALBACK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a dialplan without starting: prints `ok` (and warnings) or the errors.
+    Check {
+        /// Dialplan file (JSON).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Check { file } => check(&file),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match dialback::config::load(file) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                println!("warning: {w}");
+            }
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config: &std::path::Path) -> ExitCode {
+    init_logging();
+    let loaded = match dialback::config::load(config) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        let specs = dialback::runtime::plan::trunk_specs(&loaded.dialplan)
+            .await
+            .map_err(|e| (2u8, e.to_string()))?;
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received");
+            let _ = tx.send(true);
+        });
+        dialback::runtime::run(specs, rx)
+            .await
+            .map_err(|e| (1u8, e.to_string()))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            error!("{msg}");
+            eprintln!("dialback: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -534,7 +534,7 @@ impl Endpoint {
                     self.stateless(route, &msg, rej.code, rej.reason, &extras);
                     return;
                 }
-                self.to_application(now, route, info, msg);
+                self.hand_to_application(now, route, info, msg);
             }
             Method::Extension(_) => {
                 self.stats.rejected_4xx += 1;
@@ -547,7 +547,7 @@ impl Endpoint {
         }
     }
 
-    fn to_application(&mut self, now: Instant, route: Route, info: RequestInfo, msg: Message) {
+    fn hand_to_application(&mut self, now: Instant, route: Route, info: RequestInfo, msg: Message) {
         if self.servers.len() >= self.cfg.max_transactions
             || self.events.len() >= self.cfg.queue_depth
         {

@@ -486,7 +486,7 @@ fn parse_start_line(line: &[u8], defect: &mut Option<Defect>) -> Result<StartLin
             .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
     if !version_ok {
         defect.get_or_insert(Defect::RequestLine);
-    } else if !version.get(4..).is_some_and(|v| v == "2.0") {
+    } else if version.get(4..).is_none_or(|v| v != "2.0") {
         defect.get_or_insert(Defect::Version(version.to_string()));
     }
     if uri.is_empty() || uri.contains([' ', '\t']) {

@@ -62,9 +62,14 @@ pub struct RegisterRequest {
 /// State changes worth logging.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegEvent {
-    Registered { expires_s: u32 },
+    Registered {
+        expires_s: u32,
+    },
     /// The registrar refused or did not answer; a retry follows after `retry_in`.
-    Failed { reason: String, retry_in: Duration },
+    Failed {
+        reason: String,
+        retry_in: Duration,
+    },
     Unregistered,
 }
 
@@ -143,7 +148,9 @@ impl Registration {
     /// Refresh or retry when due.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
-            RegState::Registered { until } | RegState::Backoff { retry_at: until } if until <= now => {
+            RegState::Registered { until } | RegState::Backoff { retry_at: until }
+                if until <= now =>
+            {
                 self.state = RegState::Registering;
                 self.challenges_in_row = 0;
                 self.queue_register(false);
@@ -172,15 +179,25 @@ impl Registration {
                 self.state = RegState::Registered {
                     until: now + refresh_after(granted),
                 };
-                self.events.push(RegEvent::Registered { expires_s: granted });
+                self.events
+                    .push(RegEvent::Registered { expires_s: granted });
             }
             401 | 407 => {
-                let header = if code == 401 { "www-authenticate" } else { "proxy-authenticate" };
+                let header = if code == 401 {
+                    "www-authenticate"
+                } else {
+                    "proxy-authenticate"
+                };
                 let offers: Vec<&str> = msg.headers(header).collect();
-                let answer_name = if code == 401 { "Authorization" } else { "Proxy-Authorization" };
+                let answer_name = if code == 401 {
+                    "Authorization"
+                } else {
+                    "Proxy-Authorization"
+                };
                 match digest::select_challenge(&offers) {
-                    Some(ch) if self.challenges_in_row < MAX_CHALLENGES
-                        && (ch.stale || !self.already_answered(&ch)) =>
+                    Some(ch)
+                        if self.challenges_in_row < MAX_CHALLENGES
+                            && (ch.stale || !self.already_answered(&ch)) =>
                     {
                         self.challenges_in_row += 1;
                         self.nc = 0;
@@ -272,7 +289,10 @@ impl Registration {
     fn queue_register(&mut self, unregister: bool) {
         self.cseq = self.cseq.wrapping_add(1) & 0x7fff_ffff;
         let expires_s = if unregister { 0 } else { self.expires_s };
-        let authorization = self.challenge.as_ref().map(|(ch, name)| (ch.clone(), *name));
+        let authorization = self
+            .challenge
+            .as_ref()
+            .map(|(ch, name)| (ch.clone(), *name));
         let authorization = authorization.map(|(ch, name)| {
             self.nc += 1;
             self.jitter = self.jitter.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
@@ -304,7 +324,10 @@ impl Registration {
     /// we asked for (RFC 3261 §10.2.4).
     fn granted_expiry(&self, msg: &Message) -> u32 {
         let ours = self.cfg.contact.as_str();
-        for c in msg.headers("contact").flat_map(crate::sip::validate::split_list) {
+        for c in msg
+            .headers("contact")
+            .flat_map(crate::sip::validate::split_list)
+        {
             if !c.contains(ours) {
                 continue;
             }
@@ -366,15 +389,26 @@ mod tests {
         let second = r.poll_request().expect("answer");
         let (name, value) = second.authorization.expect("auth");
         assert_eq!(name, "Authorization");
-        assert!(value.contains("qop=auth,") || value.contains("qop=auth\"") || value.contains("qop=auth "));
+        assert!(
+            value.contains("qop=auth,")
+                || value.contains("qop=auth\"")
+                || value.contains("qop=auth ")
+        );
         assert!(value.contains("nc=00000001"));
-        r.handle_response(now, &resp(200, "Contact: <sip:gate@127.0.0.1:5070>;expires=10\r\n"));
+        r.handle_response(
+            now,
+            &resp(200, "Contact: <sip:gate@127.0.0.1:5070>;expires=10\r\n"),
+        );
         assert_eq!(r.poll_event(), Some(RegEvent::Registered { expires_s: 10 }));
         let due = r.poll_timeout().expect("refresh");
         assert!(due > now && due <= now + Duration::from_secs(8));
         r.handle_timeout(due);
         let refresh = r.poll_request().expect("refresh");
-        assert!(refresh.authorization.expect("preemptive").1.contains("nc=00000002"));
+        assert!(refresh
+            .authorization
+            .expect("preemptive")
+            .1
+            .contains("nc=00000002"));
     }
 
     #[test]
@@ -387,10 +421,19 @@ mod tests {
         assert!(r.poll_request().is_some());
         r.handle_response(
             now,
-            &resp(401, "WWW-Authenticate: Digest realm=\"r\", nonce=\"n2\", stale=true\r\n"),
+            &resp(
+                401,
+                "WWW-Authenticate: Digest realm=\"r\", nonce=\"n2\", stale=true\r\n",
+            ),
         );
         assert!(r.poll_request().is_some(), "stale nonce is re-answered");
-        r.handle_response(now, &resp(401, "WWW-Authenticate: Digest realm=\"r\", nonce=\"n2\"\r\n"));
+        r.handle_response(
+            now,
+            &resp(
+                401,
+                "WWW-Authenticate: Digest realm=\"r\", nonce=\"n2\"\r\n",
+            ),
+        );
         assert!(r.poll_request().is_none());
         assert!(matches!(r.poll_event(), Some(RegEvent::Failed { .. })));
         assert!(matches!(r.state(), RegState::Backoff { .. }));

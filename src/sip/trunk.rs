@@ -85,7 +85,13 @@ impl Trunk {
     }
 
     /// A framed stream message arrived on connection `conn`.
-    pub fn handle_stream_message(&mut self, now: Instant, src: SocketAddr, conn: u64, msg: Message) {
+    pub fn handle_stream_message(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        conn: u64,
+        msg: Message,
+    ) {
         self.ep.handle_stream_message(now, src, conn, msg);
         self.pump(now);
     }
@@ -157,13 +163,21 @@ impl Trunk {
                 other => self.events.push_back(TrunkEvent::App(other)),
             }
         }
-        let Some(slot) = self.reg.as_mut() else { return };
+        let Some(slot) = self.reg.as_mut() else {
+            return;
+        };
         while let Some(req) = slot.reg.poll_request() {
             let cfg = slot.reg.config().clone();
             let mut headers = vec![
-                ("Contact", format!("<{}>;expires={}", cfg.contact, req.expires_s)),
+                (
+                    "Contact",
+                    format!("<{}>;expires={}", cfg.contact, req.expires_s),
+                ),
                 ("Expires", req.expires_s.to_string()),
-                ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO".to_string()),
+                (
+                    "Allow",
+                    "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO".to_string(),
+                ),
             ];
             if let Some((name, value)) = req.authorization {
                 headers.push((name, value));

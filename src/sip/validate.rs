@@ -356,7 +356,13 @@ fn check_request_uri(uri: &str) -> Result<(), Reject> {
     }
     match scheme.to_ascii_lowercase().as_str() {
         "sip" | "sips" => {
-            if rest.is_empty() || rest.contains(['?', '<', '>', '"']) {
+            // `?` is a legal user-part character; after the host it starts URI headers.
+            let hostpart = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            if rest.is_empty()
+                || hostpart.is_empty()
+                || hostpart.contains('?')
+                || rest.contains(['<', '>', '"'])
+            {
                 return Err(Reject::new(400, "Bad Request-URI"));
             }
             Ok(())

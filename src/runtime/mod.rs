@@ -1,0 +1,252 @@
+//! The tokio edge: one task and one socket pair (UDP, optionally TCP) per trunk, driving the
+//! sans-IO [`Trunk`] with wall-clock `Instant`s, plus signal-driven graceful shutdown
+//! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
+
+mod tcp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::sip::build::Extras;
+use crate::sip::endpoint::{EndpointConfig, Event, Stats, TrunkKind};
+use crate::sip::message::Method;
+use crate::sip::register::RegEvent;
+use crate::sip::trunk::{Trunk, TrunkEvent, TrunkRegistration};
+
+/// How long a clean shutdown waits for un-REGISTER answers.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How often non-zero drop counters are logged.
+const STATS_EVERY: Duration = Duration::from_secs(10);
+
+/// Errors at the edge (bind failures and the like): exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot bind {transport} {addr} for the {trunk} trunk: {source}")]
+    Bind {
+        trunk: &'static str,
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("trunk task failed: {0}")]
+    Task(String),
+}
+
+/// Everything a trunk task needs.
+#[derive(Clone, Debug)]
+pub struct TrunkSpec {
+    pub endpoint: EndpointConfig,
+    /// Bind this address (UDP, and TCP when `tcp`).
+    pub listen: SocketAddr,
+    pub tcp: bool,
+    pub max_tcp_connections: usize,
+    pub registration: Option<TrunkRegistration>,
+}
+
+/// Run all trunks until `shutdown` flips to true, then unregister and return.
+pub async fn run(
+    trunks: Vec<TrunkSpec>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RuntimeError> {
+    let mut bound = Vec::new();
+    for spec in trunks {
+        let name = spec.endpoint.kind.as_str();
+        let udp = UdpSocket::bind(spec.listen)
+            .await
+            .map_err(|source| RuntimeError::Bind {
+                trunk: name,
+                transport: "udp",
+                addr: spec.listen,
+                source,
+            })?;
+        let tcp = if spec.tcp {
+            let l = tokio::net::TcpListener::bind(spec.listen)
+                .await
+                .map_err(|source| RuntimeError::Bind {
+                    trunk: name,
+                    transport: "tcp",
+                    addr: spec.listen,
+                    source,
+                })?;
+            Some(l)
+        } else {
+            None
+        };
+        info!(trunk = name, listen = %spec.listen, tcp = spec.tcp, "trunk listening");
+        bound.push((spec, udp, tcp));
+    }
+    let mut tasks = Vec::new();
+    for (spec, udp, tcp) in bound {
+        let name = spec.endpoint.kind.as_str();
+        let rx = shutdown.clone();
+        tasks.push(tokio::spawn(
+            trunk_task(spec, udp, tcp, rx).instrument(tracing::info_span!("trunk", name)),
+        ));
+    }
+    for t in tasks {
+        t.await.map_err(|e| RuntimeError::Task(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn trunk_task(
+    spec: TrunkSpec,
+    udp: UdpSocket,
+    tcp: Option<tokio::net::TcpListener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let kind = spec.endpoint.kind;
+    let limits = spec.endpoint.limits;
+    let aor = spec.registration.as_ref().map(|r| r.config.aor.clone());
+    let mut trunk = Trunk::new(spec.endpoint.clone(), spec.registration.clone());
+    let udp = Arc::new(udp);
+    // Stream connections: framed messages in through one bounded channel, writers by id.
+    let (in_tx, mut in_rx) = mpsc::channel::<tcp::Inbound>(256);
+    let mut writers: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let (reg_tx, mut reg_rx) = mpsc::channel::<(u64, mpsc::Sender<Vec<u8>>)>(64);
+    if let Some(listener) = tcp {
+        let admit = spec.endpoint.allow_sources.clone();
+        tokio::spawn(tcp::accept_loop(
+            listener,
+            limits,
+            spec.max_tcp_connections,
+            admit,
+            in_tx.clone(),
+            reg_tx,
+        ));
+    }
+    let mut buf = vec![0u8; 65_536];
+    let mut stopping: Option<Instant> = None;
+    let mut last_stats = Stats::default();
+    let mut stats_tick = tokio::time::interval(STATS_EVERY);
+    stats_tick.tick().await;
+    trunk.handle_timeout(Instant::now());
+    loop {
+        flush(&mut trunk, &udp, &mut writers).await;
+        handle_events(&mut trunk, kind, aor.as_deref());
+        flush(&mut trunk, &udp, &mut writers).await;
+        if let Some(since) = stopping {
+            if !trunk.unregistering() || since.elapsed() > SHUTDOWN_GRACE {
+                break;
+            }
+        }
+        let deadline = trunk
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            r = udp.recv_from(&mut buf) => match r {
+                Ok((n, src)) => {
+                    let data = buf.get(..n).unwrap_or(&[]);
+                    trunk.handle_datagram(Instant::now(), src, data);
+                }
+                Err(e) => debug!(error = %e, "udp receive error"),
+            },
+            Some(inb) = in_rx.recv() => match inb {
+                tcp::Inbound::Message { conn, src, msg } => trunk.handle_stream_message(Instant::now(), src, conn, *msg),
+                tcp::Inbound::Malformed { conn } => { trunk.endpoint().note_malformed(); writers.remove(&conn); }
+                tcp::Inbound::Closed { conn } => { writers.remove(&conn); }
+            },
+            Some((conn, w)) = reg_rx.recv() => { writers.insert(conn, w); }
+            _ = tokio::time::sleep_until(deadline) => trunk.handle_timeout(Instant::now()),
+            _ = stats_tick.tick() => {
+                let s = trunk.endpoint().stats();
+                if s != last_stats {
+                    info!(received = s.received, rate_dropped = s.dropped_rate, not_allowed = s.dropped_not_allowed,
+                        malformed = s.dropped_malformed, rejected = s.rejected_4xx, refused = s.refused_originate,
+                        overload = s.overload_503, "sip counters");
+                    last_stats = s;
+                }
+            }
+            r = shutdown.changed(), if stopping.is_none() => {
+                if r.is_err() || *shutdown.borrow() {
+                    info!("shutting down: removing registration");
+                    trunk.unregister(Instant::now());
+                    stopping = Some(Instant::now());
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)), if stopping.is_some() => {}
+        }
+    }
+    info!("trunk stopped");
+}
+
+async fn flush(
+    trunk: &mut Trunk,
+    udp: &UdpSocket,
+    writers: &mut HashMap<u64, mpsc::Sender<Vec<u8>>>,
+) {
+    while let Some(t) = trunk.poll_transmit() {
+        match t.route.conn {
+            None => {
+                if let Err(e) = udp.send_to(&t.bytes, t.route.addr).await {
+                    debug!(dst = %t.route.addr, error = %e, "udp send failed");
+                }
+            }
+            Some(conn) => {
+                if let Some(w) = writers.get(&conn) {
+                    if w.try_send(t.bytes).is_err() {
+                        debug!(conn, "tcp writer full or closed; dropping connection");
+                        writers.remove(&conn);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Application side until the maintenance gate is wired in: answer what the trunk handed up.
+fn handle_events(trunk: &mut Trunk, kind: TrunkKind, aor: Option<&str>) {
+    while let Some(ev) = trunk.poll_event() {
+        match ev {
+            TrunkEvent::Registration(RegEvent::Registered { expires_s }) => {
+                info!(aor = aor.unwrap_or("-"), expires_s, "registered");
+            }
+            TrunkEvent::Registration(RegEvent::Failed { reason, retry_in }) => {
+                warn!(
+                    aor = aor.unwrap_or("-"),
+                    reason,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "registration failed"
+                );
+            }
+            TrunkEvent::Registration(RegEvent::Unregistered) => {
+                info!(aor = aor.unwrap_or("-"), "unregistered");
+            }
+            TrunkEvent::App(Event::Refused {
+                route,
+                method,
+                call_id,
+            }) => {
+                warn!(trunk = kind.as_str(), src = %route.addr, method = %method, call_id, "originate trunk refused inbound request");
+            }
+            TrunkEvent::App(Event::Request {
+                id,
+                info,
+                msg,
+                route,
+            }) => {
+                debug!(src = %route.addr, method = %info.method, call_id = info.call_id, "request");
+                let (code, reason) = match info.method {
+                    Method::Bye | Method::Info => (481, "Call/Transaction Does Not Exist"),
+                    _ => (480, "Temporarily Unavailable"),
+                };
+                trunk.endpoint().respond(
+                    Instant::now(),
+                    id,
+                    &msg,
+                    code,
+                    reason,
+                    &Extras::default(),
+                );
+            }
+            TrunkEvent::App(other) => debug!(event = ?other, "unhandled event"),
+        }
+    }
+}
