@@ -2,6 +2,7 @@
 //! sans-IO [`Trunk`] with wall-clock `Instant`s, plus signal-driven graceful shutdown
 //! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
 
+pub mod plan;
 mod tcp;
 
 use std::collections::HashMap;
@@ -144,7 +145,13 @@ async fn trunk_task(
             r = udp.recv_from(&mut buf) => match r {
                 Ok((n, src)) => {
                     let data = buf.get(..n).unwrap_or(&[]);
+                    let before = trunk.endpoint().stats();
                     trunk.handle_datagram(Instant::now(), src, data);
+                    // One line per admitted message; floods dropped before parsing stay quiet.
+                    let after = trunk.endpoint().stats();
+                    if after.dropped_rate == before.dropped_rate && after.dropped_not_allowed == before.dropped_not_allowed {
+                        debug!(%src, len = n, first_line = %first_line(data), "sip in");
+                    }
                 }
                 Err(e) => debug!(error = %e, "udp receive error"),
             },
@@ -183,6 +190,7 @@ async fn flush(
     writers: &mut HashMap<u64, mpsc::Sender<Vec<u8>>>,
 ) {
     while let Some(t) = trunk.poll_transmit() {
+        debug!(dst = %t.route.addr, len = t.bytes.len(), first_line = %first_line(&t.bytes), "sip out");
         match t.route.conn {
             None => {
                 if let Err(e) = udp.send_to(&t.bytes, t.route.addr).await {
@@ -199,6 +207,13 @@ async fn flush(
             }
         }
     }
+}
+
+/// The start line of a SIP message for a log line (never a header: those may carry
+/// credentials).
+fn first_line(data: &[u8]) -> String {
+    let end = data.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(data.len()).min(200);
+    String::from_utf8_lossy(data.get(..end).unwrap_or(&[])).into_owned()
 }
 
 /// Application side until the maintenance gate is wired in: answer what the trunk handed up.

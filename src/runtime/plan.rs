@@ -1,0 +1,156 @@
+//! From a validated dialplan to the trunk tasks' settings: resolve registrar and proxy hosts
+//! (the one DNS step, done here at the edge), pick the registration destination, and fill in
+//! the endpoint caps.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::{Dialplan, RegisteringTrunk, SipUri};
+use crate::runtime::TrunkSpec;
+use crate::sip::endpoint::{AllowRule, EndpointConfig, TrunkKind};
+use crate::sip::message::Limits;
+use crate::sip::register::RegistrationConfig;
+use crate::sip::trunk::TrunkRegistration;
+
+/// Most concurrent TCP connections per trunk.
+const MAX_TCP_CONNECTIONS: usize = 128;
+/// Most per-source rate-limit buckets per trunk.
+const MAX_SOURCES: usize = 4096;
+
+/// Why the dialplan cannot be turned into running trunks.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot resolve {what} {uri}: {reason}")]
+    Resolve {
+        what: &'static str,
+        uri: String,
+        reason: String,
+    },
+    #[error("the {trunk} trunk registers but has no registrar")]
+    NoRegistrar { trunk: &'static str },
+}
+
+/// The `User-Agent` / `Server` value: product and version, nothing else.
+pub fn user_agent() -> String {
+    format!("dialback/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Build the three trunk specs.
+pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
+    let limits = Limits {
+        max_message_bytes: d.limits.max_message_bytes as usize,
+        max_headers: d.limits.max_headers as usize,
+    };
+    let seed = rand::random::<u64>();
+    let endpoint = |kind: TrunkKind, local: SocketAddr, n: u64| EndpointConfig {
+        kind,
+        local,
+        limits,
+        per_source_rate: d.limits.per_source_rate,
+        per_source_burst: d.limits.per_source_burst,
+        max_sources: MAX_SOURCES,
+        max_transactions: d.limits.max_transactions as usize,
+        queue_depth: d.limits.queue_depth as usize,
+        allow_sources: None,
+        user_agent: user_agent(),
+        rng_seed: seed.wrapping_add(n),
+    };
+    let mut specs = Vec::new();
+    for (kind, t, n) in [
+        (TrunkKind::User, &d.trunks.user, 1),
+        (TrunkKind::Admin, &d.trunks.admin, 2),
+    ] {
+        let registration = registration(kind, t).await?;
+        specs.push(TrunkSpec {
+            endpoint: endpoint(kind, t.listen, n),
+            listen: t.listen,
+            tcp: true,
+            max_tcp_connections: MAX_TCP_CONNECTIONS,
+            registration,
+        });
+    }
+    let o = &d.trunks.originate;
+    let mut ep = endpoint(TrunkKind::Originate, o.listen, 3);
+    ep.allow_sources = Some(o.allow_sources.iter().map(|a| AllowRule::Addr(*a)).collect());
+    specs.push(TrunkSpec {
+        endpoint: ep,
+        listen: o.listen,
+        tcp: true,
+        max_tcp_connections: 8,
+        registration: None,
+    });
+    Ok(specs)
+}
+
+async fn registration(
+    kind: TrunkKind,
+    t: &RegisteringTrunk,
+) -> Result<Option<TrunkRegistration>, PlanError> {
+    if !t.register {
+        return Ok(None);
+    }
+    let registrar = t.registrar.as_ref().ok_or(PlanError::NoRegistrar {
+        trunk: kind.as_str(),
+    })?;
+    let via = t.outbound_proxy.as_ref().unwrap_or(registrar);
+    let destination = resolve(via, "registrar").await?;
+    // RFC 3261 §10.2: the Request-URI names the registrar's domain, without user part.
+    let (host, port) = registrar.host_port();
+    let registrar_uri = match port {
+        Some(p) => format!("{}:{host}:{p}", scheme(registrar)),
+        None => format!("{}:{host}", scheme(registrar)),
+    };
+    let user = t
+        .auth_username
+        .clone()
+        .unwrap_or_else(|| user_part(t.aor.as_str()).to_string());
+    let contact = format!("sip:{}@{}", user_part(t.aor.as_str()), t.listen);
+    Ok(Some(TrunkRegistration {
+        config: RegistrationConfig {
+            registrar_uri,
+            aor: t.aor.as_str().to_string(),
+            contact,
+            auth_username: user,
+            password: t
+                .password
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+            expires_s: t.expires_s,
+        },
+        destination,
+    }))
+}
+
+fn scheme(uri: &SipUri) -> &'static str {
+    if uri.is_secure() {
+        "sips"
+    } else {
+        "sip"
+    }
+}
+
+/// `user` of `sip:user@host`, or empty.
+fn user_part(uri: &str) -> &str {
+    let rest = uri.split_once(':').map_or(uri, |(_, r)| r);
+    rest.split_once('@').map_or("", |(u, _)| u)
+}
+
+/// Resolve a SIP URI's host and port (default 5060, 5061 for sips) to one socket address.
+/// No NAPTR/SRV (RFC 3263): operators name the PBX by address or A/AAAA name.
+pub async fn resolve(uri: &SipUri, what: &'static str) -> Result<SocketAddr, PlanError> {
+    let (host, port) = uri.host_port();
+    let port = port.unwrap_or(if uri.is_secure() { 5061 } else { 5060 });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let err = |reason: String| PlanError::Resolve {
+        what,
+        uri: uri.as_str().to_string(),
+        reason,
+    };
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    addrs.next().ok_or_else(|| err("no address".to_string()))
+}
