@@ -18,5 +18,6 @@
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod runtime;
 pub mod sip;
