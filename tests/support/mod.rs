@@ -1,0 +1,34 @@
+//! Test support for the real-peer tests: starting Kamailio and SIPp on loopback.
+//!
+//! Included by each integration test with `mod support;`. Every peer runs as a child process
+//! bound to `127.0.0.1` on a port picked by [`ports`], with its files (config data, logs,
+//! control socket) in a temporary directory that is removed when the handle drops. Handles kill
+//! their process group on drop, so a failing test leaves no peer behind.
+//!
+//! | module     | owns                                                                 |
+//! |------------|----------------------------------------------------------------------|
+//! | `ports`    | free UDP/TCP port picking on 127.0.0.1, unique within the test binary |
+//! | `kamailio` | the test PBX (`docker/kamailio/kamailio.cfg`): start, query, restart  |
+//! | `sipp`     | SIPp scenarios from `tests/sipp/` as a server or as a client          |
+//! | `process`  | child-process plumbing shared by the above: groups, kill, log tails   |
+#![allow(dead_code)]
+
+pub mod kamailio;
+pub mod ports;
+pub mod process;
+pub mod sipp;
+
+use std::path::PathBuf;
+
+/// The crate root (where `Cargo.toml` lives); peer configs are found relative to it.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True when `program` can be found on `PATH`; tests skip (with a message) when a peer is
+/// missing rather than fail with a confusing spawn error.
+pub fn have_program(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}

@@ -1,0 +1,1 @@
+//! SIPp runner: placeholder, filled in below.
