@@ -1,5 +1,11 @@
+"""Writes the reg_*.xml SIPp registrar scenarios in this directory from one template.
+
+The five registrars share their response headers, credential checks, expiry handling and
+failure path; editing them by hand invites drift. Run `python3 tests/sipp/gen_registrars.py`
+after changing this file and commit the regenerated XML with it.
+"""
 import os
-OUT='/work/wt-peers/tests/sipp/'
+OUT = os.path.dirname(os.path.abspath(__file__)) + '/'
 def resp(code_reason, extra=''):
     extra_lines = ''.join('      %s\n' % l for l in extra.splitlines() if l)
     return f'''  <send>

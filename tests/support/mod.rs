@@ -7,16 +7,20 @@
 //!
 //! | module     | owns                                                                 |
 //! |------------|----------------------------------------------------------------------|
+//! | `digest`   | SIP digest (RFC 7616) to answer challenges and check credentials     |
 //! | `ports`    | free UDP/TCP port picking on 127.0.0.1, unique within the test binary |
 //! | `kamailio` | the test PBX (`docker/kamailio/kamailio.cfg`): start, query, restart  |
 //! | `sipp`     | SIPp scenarios from `tests/sipp/` as a server or as a client          |
+//! | `uac`      | a blocking REGISTER-with-digest client (phones, misbehaving clients)  |
 //! | `process`  | child-process plumbing shared by the above: groups, kill, log tails   |
 #![allow(dead_code)]
 
+pub mod digest;
 pub mod kamailio;
 pub mod ports;
 pub mod process;
 pub mod sipp;
+pub mod uac;
 
 use std::path::PathBuf;
 
