@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use support::kamailio::Kamailio;
 use support::ports;
+use support::sipp::{Sipp, SippOutcome};
+use support::uac::{self, Register};
 
 const SUBSCRIBERS: &[(&str, &str)] = &[
     ("gate-user", "pw1"),
@@ -155,4 +157,181 @@ fn killed_kamailio_frees_its_port() {
     k.kill();
     assert!(!k.is_running());
     assert!(!ports::udp_port_in_use(k.port()));
+}
+
+/// Registers `sip:user@127.0.0.1:port` at Kamailio with the test UAC; asserts a 200.
+fn register_contact(k: &Kamailio, user: &str, password: &str, port: u16) {
+    let reg = Register::new(
+        k.sip_addr(),
+        user,
+        password,
+        &format!("sip:{user}@127.0.0.1:{port}"),
+    );
+    let result = uac::register(&reg).expect("register");
+    assert_eq!(
+        result.status,
+        200,
+        "{:?}\n{}",
+        result.responses,
+        k.log_tail(30)
+    );
+}
+
+/// Places a call from `from` to `to` through Kamailio with `uac_call.xml`.
+fn call(k: &Kamailio, from: &str, to: &str, auth: Option<(&str, &str)>) -> SippOutcome {
+    let mut sipp = Sipp::scenario("uac_call.xml")
+        .args(["-s", to, "-d", "200"])
+        .var("from", from)
+        .timeout(Duration::from_secs(10));
+    if let Some((user, password)) = auth {
+        sipp = sipp.args(["-au", user, "-ap", password]);
+    }
+    sipp.run_call(k.sip_addr()).expect("run caller")
+}
+
+#[test]
+fn originate_trunk_call_is_challenged_then_reaches_registered_phone() {
+    if !peers_installed() {
+        return;
+    }
+    let k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    let phone = Sipp::scenario("uas_answer.xml").serve().expect("phone");
+    register_contact(&k, "1001", "phone-pw", phone.port());
+
+    let caller = call(&k, "gate-out", "1001", Some(("gate-out", "pw3")));
+    let phone = phone.wait();
+
+    assert!(caller.passed(), "{}\n{}", caller.report(), k.log_tail(30));
+    assert!(phone.passed(), "{}", phone.report());
+    let responses = caller.received();
+    assert!(
+        responses[0..2].iter().any(|m| m.starts_with("SIP/2.0 407")),
+        "{responses:?}"
+    );
+    assert!(caller.received_requests("INVITE").is_empty());
+    // The dialog runs through the proxy: record-routed INVITE, in-dialog BYE via Kamailio.
+    let invite = &phone.received_requests("INVITE")[0];
+    assert!(invite.contains("Record-Route:"), "{invite}");
+    assert!(
+        !invite.contains("Proxy-Authorization"),
+        "credentials consumed: {invite}"
+    );
+    let bye = &phone.received_requests("BYE")[0];
+    assert!(bye.contains(&format!("127.0.0.1:{}", k.port())), "{bye}");
+}
+
+#[test]
+fn originate_trunk_with_wrong_password_never_reaches_the_phone() {
+    if !peers_installed() {
+        return;
+    }
+    let k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    let phone = Sipp::scenario("uas_answer.xml")
+        .timeout(Duration::from_secs(3))
+        .serve()
+        .expect("phone");
+    register_contact(&k, "1001", "phone-pw", phone.port());
+
+    let caller = call(&k, "gate-out", "1001", Some(("gate-out", "wrong")));
+    let phone = phone.wait();
+
+    assert!(!caller.passed());
+    assert!(
+        phone.received_requests("INVITE").is_empty(),
+        "{}",
+        phone.report()
+    );
+}
+
+#[test]
+fn phone_calls_the_gate_trunk_through_the_proxy() {
+    if !peers_installed() {
+        return;
+    }
+    let k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    let gate = Sipp::scenario("uas_answer.xml")
+        .serve()
+        .expect("gate stand-in");
+    register_contact(&k, "gate-admin", "pw2", gate.port());
+
+    let caller = call(&k, "1001", "gate-admin", Some(("1001", "phone-pw")));
+    let gate = gate.wait();
+
+    assert!(caller.passed(), "{}\n{}", caller.report(), k.log_tail(30));
+    assert!(gate.passed(), "{}", gate.report());
+}
+
+#[test]
+fn unauthenticated_outside_caller_reaches_registered_user_without_challenge() {
+    if !peers_installed() {
+        return;
+    }
+    // Like a call from a carrier gateway: the From user is no subscriber, so no 407.
+    let k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    let gate = Sipp::scenario("uas_answer.xml")
+        .serve()
+        .expect("gate stand-in");
+    register_contact(&k, "gate-user", "pw1", gate.port());
+
+    let caller = call(&k, "+4930123456", "gate-user", None);
+    let gate = gate.wait();
+
+    assert!(caller.passed(), "{}\n{}", caller.report(), k.log_tail(30));
+    assert!(gate.passed(), "{}", gate.report());
+    assert!(!caller
+        .received()
+        .iter()
+        .any(|m| m.starts_with("SIP/2.0 407")));
+}
+
+#[test]
+fn message_from_originate_trunk_is_delivered_after_challenge() {
+    if !peers_installed() {
+        return;
+    }
+    let k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    let phone = Sipp::scenario("uas_message.xml").serve().expect("phone");
+    register_contact(&k, "1001", "phone-pw", phone.port());
+
+    let sender = Sipp::scenario("uac_message.xml")
+        .args(["-s", "1001", "-au", "gate-out", "-ap", "pw3"])
+        .var("from", "gate-out")
+        .var("body", "new PIN follows")
+        .timeout(Duration::from_secs(10))
+        .run_call(k.sip_addr())
+        .expect("sender");
+    let phone = phone.wait();
+
+    assert!(sender.passed(), "{}\n{}", sender.report(), k.log_tail(30));
+    assert!(
+        sender.received()[0].starts_with("SIP/2.0 407"),
+        "{}",
+        sender.report()
+    );
+    let message = &phone.received_requests("MESSAGE")[0];
+    assert!(message.contains("new PIN follows"), "{message}");
+}
+
+#[test]
+fn request_to_unregistered_user_gets_404() {
+    if !peers_installed() {
+        return;
+    }
+    let k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    let sender = Sipp::scenario("uac_message.xml")
+        .args(["-s", "1001", "-au", "gate-out", "-ap", "pw3"])
+        .var("from", "gate-out")
+        .var("body", "hello")
+        .timeout(Duration::from_secs(5))
+        .run_call(k.sip_addr())
+        .expect("sender");
+    assert!(!sender.passed());
+    assert!(
+        sender
+            .received()
+            .iter()
+            .any(|m| m.starts_with("SIP/2.0 404")),
+        "{}",
+        sender.report()
+    );
 }
