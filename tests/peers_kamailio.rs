@@ -10,7 +10,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::kamailio::Kamailio;
+use support::kamailio::{Kamailio, KamailioOptions};
 use support::ports;
 use support::sipp::{Sipp, SippOutcome};
 use support::uac::{self, Register};
@@ -334,4 +334,104 @@ fn request_to_unregistered_user_gets_404() {
         "{}",
         sender.report()
     );
+}
+
+#[test]
+fn auth_all_option_challenges_outside_callers_too() {
+    if !peers_installed() {
+        return;
+    }
+    let mut options = KamailioOptions::new(SUBSCRIBERS);
+    options.auth_all = true;
+    let k = Kamailio::start_with(options).expect("start kamailio");
+    let gate = Sipp::scenario("uas_answer.xml")
+        .timeout(Duration::from_secs(3))
+        .serve()
+        .expect("gate stand-in");
+    register_contact(&k, "gate-user", "pw1", gate.port());
+
+    let caller = call(&k, "+4930123456", "gate-user", None);
+
+    assert!(!caller.passed());
+    assert!(
+        caller
+            .received()
+            .iter()
+            .any(|m| m.starts_with("SIP/2.0 407")),
+        "{}",
+        caller.report()
+    );
+    assert!(gate.wait().received_requests("INVITE").is_empty());
+}
+
+#[test]
+fn tcp_option_listens_on_the_same_port() {
+    if !peers_installed() {
+        return;
+    }
+    let mut options = KamailioOptions::new(SUBSCRIBERS);
+    options.tcp = true;
+    let k = Kamailio::start_with(options).expect("start kamailio");
+    assert!(
+        std::net::TcpStream::connect(k.sip_addr()).is_ok(),
+        "{}",
+        k.log_tail(20)
+    );
+
+    let plain = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    assert!(std::net::TcpStream::connect(plain.sip_addr()).is_err());
+}
+
+#[test]
+fn request_for_a_foreign_domain_is_not_relayed() {
+    if !peers_installed() {
+        return;
+    }
+    let k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    // `-rsa` sends to Kamailio while the Request-URI names another host.
+    let sender = Sipp::scenario("uac_message.xml")
+        .args(["-s", "1001", "-au", "gate-out", "-ap", "pw3", "-rsa"])
+        .args([k.sip_addr().to_string()])
+        .var("from", "gate-out")
+        .var("body", "hello")
+        .timeout(Duration::from_secs(5))
+        .run_call("192.0.2.1:5060".parse().expect("addr"))
+        .expect("sender");
+    assert!(
+        sender
+            .received()
+            .iter()
+            .any(|m| m.starts_with("SIP/2.0 403")),
+        "{}\n{}",
+        sender.report(),
+        k.log_tail(20)
+    );
+}
+
+#[test]
+fn password_change_takes_effect_and_survives_restart() {
+    if !peers_installed() {
+        return;
+    }
+    let mut k = Kamailio::start(SUBSCRIBERS).expect("start kamailio");
+    let contact_port = ports::free_udp_port().expect("port");
+    k.set_password("gate-user", "rotated")
+        .expect("set password");
+    assert!(!sipsak_register(&k, "gate-user", "pw1", contact_port, 60));
+    assert!(sipsak_register(
+        &k,
+        "gate-user",
+        "rotated",
+        contact_port,
+        60
+    ));
+
+    k.restart().expect("restart");
+    assert!(sipsak_register(
+        &k,
+        "gate-user",
+        "rotated",
+        contact_port,
+        60
+    ));
 }

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ports;
-use super::process::{log_tail, PeerError, PeerProcess, LOG_TAIL_LINES};
+use super::process::{log_tail, peer_command, PeerError, PeerProcess, LOG_TAIL_LINES};
 
 const PEER: &str = "kamailio";
 /// How long a start may take before it counts as failed.
@@ -273,7 +273,7 @@ impl Kamailio {
         let dir = self.dir.path();
         let log = self.log_path();
         let _ = fs::write(&log, format!("--- start on port {} ---\n", self.port));
-        let mut cmd = Command::new("kamailio");
+        let mut cmd = peer_command("kamailio");
         cmd.arg("-DD")
             .arg("-E")
             .arg("-f")

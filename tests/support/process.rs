@@ -180,6 +180,21 @@ impl Drop for PeerProcess {
     }
 }
 
+/// `Command` for `program` that dies with the test: when `setpriv` (util-linux) is installed the
+/// peer gets SIGTERM as soon as the thread that started it ends (`PR_SET_PDEATHSIG`), so an
+/// aborted `cargo test` (Ctrl-C, or a SIGKILLed test binary) leaves no peer behind even though
+/// the peer sits in its own process group. Start peers from the test's own thread, not from
+/// a helper thread that ends before the test does.
+pub fn peer_command(program: &str) -> Command {
+    if super::have_program("setpriv") {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "TERM", "--", program]);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
 /// The last `lines` lines of the file at `path` (empty if unreadable).
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = fs::read(path)

@@ -13,12 +13,11 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ports;
-use super::process::{log_tail, PeerError, PeerProcess, LOG_TAIL_LINES};
+use super::process::{log_tail, peer_command, PeerError, PeerProcess, LOG_TAIL_LINES};
 
 const PEER: &str = "sipp";
 /// Default global timeout of a run.
@@ -133,7 +132,7 @@ impl Sipp {
                 source,
             })?;
         let control_port = free_port()?;
-        let mut cmd = Command::new("sipp");
+        let mut cmd = peer_command("sipp");
         if let Some(remote) = remote {
             cmd.arg(remote.to_string());
         }
