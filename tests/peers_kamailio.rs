@@ -435,3 +435,39 @@ fn password_change_takes_effect_and_survives_restart() {
         60
     ));
 }
+
+#[test]
+fn sha256_option_challenges_with_sha256_and_accepts_it() {
+    if !peers_installed() {
+        return;
+    }
+    let mut options = KamailioOptions::new(SUBSCRIBERS);
+    options.algorithm = "SHA-256".to_owned();
+    let k = Kamailio::start_with(options).expect("start kamailio");
+    let reg = Register::new(
+        k.sip_addr(),
+        "gate-user",
+        "pw1",
+        "sip:gate-user@127.0.0.1:5998",
+    );
+
+    let result = uac::register(&reg).expect("register");
+
+    assert_eq!(
+        result.status,
+        200,
+        "{:?}\n{}",
+        result.responses,
+        k.log_tail(30)
+    );
+    assert!(
+        result.responses[0].contains("algorithm=SHA-256"),
+        "{}",
+        result.responses[0]
+    );
+    assert!(result.requests[1].contains("algorithm=SHA-256"));
+    assert_eq!(
+        k.registered_contacts("gate-user"),
+        vec!["sip:gate-user@127.0.0.1:5998"]
+    );
+}

@@ -42,6 +42,8 @@ pub struct KamailioOptions {
     pub auth_all: bool,
     /// Digest realm.
     pub realm: String,
+    /// Digest algorithm of the challenges: `"MD5"` or `"SHA-256"` (RFC 7616).
+    pub algorithm: String,
     /// Kamailio log level (`debug=`): 2 info, 3 debug.
     pub log_level: u8,
 }
@@ -56,6 +58,7 @@ impl KamailioOptions {
             tcp: false,
             auth_all: false,
             realm: DEFAULT_REALM.to_owned(),
+            algorithm: "MD5".to_owned(),
             log_level: 2,
         }
     }
@@ -293,6 +296,8 @@ impl Kamailio {
             .arg(format!("CTL_SOCK=\"unix:{}\"", self.ctl_path().display()))
             .arg("-A")
             .arg(format!("REALM=\"{}\"", self.options.realm))
+            .arg("-A")
+            .arg(format!("AUTH_ALGORITHM=\"{}\"", self.options.algorithm))
             .arg("-A")
             .arg(format!("DBG={}", self.options.log_level))
             .current_dir(dir);
