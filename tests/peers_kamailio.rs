@@ -10,7 +10,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::kamailio::{Kamailio, KamailioOptions};
+use support::kamailio::{parse_bindings, Kamailio, KamailioOptions};
 use support::ports;
 use support::sipp::{Sipp, SippOutcome};
 use support::uac::{self, Register};
@@ -470,4 +470,20 @@ fn sha256_option_challenges_with_sha256_and_accepts_it() {
         k.registered_contacts("gate-user"),
         vec!["sip:gate-user@127.0.0.1:5998"]
     );
+}
+
+#[test]
+fn ul_lookup_output_parses_to_live_bindings_only() {
+    let out = "{\n\tAoR: 1001\n\tContacts: {\n\t\tContact: {\n\t\t\tAddress: sip:1001@127.0.0.1:5070\n\
+               \t\t\tExpires: 57\n\t\t\tCall-ID: a@b\n\t\t\tCSeq: 2\n\t\t\tUser-Agent: x y\n\t\t}\n\
+               \t\tContact: {\n\t\t\tAddress: sip:1001@127.0.0.1:5071\n\t\t\tExpires: expired\n\t\t}\n\
+               \t\tContact: {\n\t\t\tAddress: sip:1001@127.0.0.1:5072\n\t\t\tExpires: permanent\n\t\t}\n\t}\n}\n";
+    let bindings = parse_bindings(out);
+    assert_eq!(bindings.len(), 2);
+    assert_eq!(bindings[0].address, "sip:1001@127.0.0.1:5070");
+    assert_eq!(bindings[0].expires_s, Some(57));
+    assert_eq!(bindings[0].cseq, Some(2));
+    assert_eq!(bindings[0].user_agent, "x y");
+    assert_eq!(bindings[1].expires_s, None);
+    assert!(parse_bindings("error: 500 - AOR not found in location table\n").is_empty());
 }

@@ -13,6 +13,37 @@
 //! | `sipp`     | SIPp scenarios from `tests/sipp/` as a server or as a client          |
 //! | `uac`      | a blocking REGISTER-with-digest client (phones, misbehaving clients)  |
 //! | `process`  | child-process plumbing shared by the above: groups, kill, log tails   |
+//!
+//! # Using it from a test
+//!
+//! ```ignore
+//! mod support;
+//! use support::{kamailio::Kamailio, sipp::Sipp, uac};
+//!
+//! // The PBX: subscribers are (user, password); a free UDP port of 127.0.0.1, temp dir.
+//! let k = Kamailio::start(&[("gate-user", "pw1"), ("gate-admin", "pw2"),
+//!                           ("gate-out", "pw3"), ("1001", "phone-pw")])?;
+//! // dialplan: "registrar": k.sip_uri(), "proxy": k.sip_uri(); realm k.realm().
+//! assert!(k.wait_registered("gate-user", Duration::from_secs(5)));
+//! assert_eq!(k.registered_contacts("gate-user"), vec!["sip:gate-user@127.0.0.1:P1"]);
+//! k.restart()?; // same port, every binding gone (usrloc db_mode 0)
+//!
+//! // A phone for the callback: answers one INVITE, registered as 1001 at Kamailio.
+//! let phone = Sipp::scenario("uas_answer.xml").serve()?;
+//! uac::register(&uac::Register::new(k.sip_addr(), "1001", "phone-pw",
+//!                                   &format!("sip:1001@127.0.0.1:{}", phone.port())))?;
+//! let outcome = phone.wait(); // after dialback called and hung up
+//! assert!(outcome.passed(), "{}", outcome.report());
+//!
+//! // A registrar with an awkward challenge instead of Kamailio:
+//! let registrar = Sipp::registrar("reg_sha256.xml", "gate-user", "pw1").serve()?;
+//! // dialplan: "registrar": registrar.uri()
+//! let outcome = registrar.wait();
+//! assert!(outcome.passed(), "{}", outcome.report());
+//! assert!(outcome.verify_digest("REGISTER", "pw1").is_ok()); // SHA-256 / 407 cases
+//! ```
+//!
+//! Peers missing from `PATH` should make a test skip, not fail: check [`have_program`].
 #![allow(dead_code)]
 
 pub mod digest;
