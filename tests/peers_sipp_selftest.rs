@@ -269,3 +269,17 @@ fn registrar_refuses_zero_expiry() {
     let (server, _) = sipp_against_sipp("reg_qop_auth_authint.xml", PASSWORD, 0);
     assert!(!server.passed(), "{}", server.report());
 }
+
+#[test]
+fn options_responder_answers_one_options() {
+    if !sipp_installed() {
+        return;
+    }
+    let server = Sipp::scenario("uas_options.xml")
+        .serve()
+        .expect("start responder");
+    assert!(support::kamailio::options_answered(server.addr()));
+    let outcome = server.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("OPTIONS").len(), 1);
+}
