@@ -283,3 +283,57 @@ fn options_responder_answers_one_options() {
     assert!(outcome.passed(), "{}", outcome.report());
     assert_eq!(outcome.received_requests("OPTIONS").len(), 1);
 }
+
+#[test]
+fn refresh_registrar_accepts_refresh_on_same_call_id_within_granted_expiry() {
+    if !sipp_installed() {
+        return;
+    }
+    let server = Sipp::registrar("reg_refresh.xml", USER, PASSWORD)
+        .serve()
+        .expect("start registrar");
+    let register = Register::new(
+        server.addr(),
+        USER,
+        PASSWORD,
+        "sip:gate-user@127.0.0.1:5999",
+    );
+    let first = uac::register(&register).expect("first flow");
+    assert_eq!(first.status, 200);
+    assert!(first
+        .responses
+        .last()
+        .is_some_and(|r| r.contains(";expires=10")));
+
+    // A refresh without credentials is challenged again with a new nonce, then accepted.
+    let refresh = uac::register(&register.refresh_of(&first)).expect("refresh");
+    let server = server.wait();
+
+    assert_eq!(refresh.status, 200, "{:?}", refresh.responses);
+    assert!(server.passed(), "{}", server.report());
+    let requests = server.received_requests("REGISTER");
+    assert_eq!(requests.len(), 4);
+    assert!(requests[3].contains(r#"nonce="c0ffee02e2b2cad5""#));
+    assert_eq!(server.verify_digest("REGISTER", PASSWORD), Ok(2));
+}
+
+#[test]
+fn refresh_registrar_fails_client_that_never_refreshes() {
+    if !sipp_installed() {
+        return;
+    }
+    let server = Sipp::registrar("reg_refresh.xml", USER, PASSWORD)
+        .timeout(Duration::from_secs(15))
+        .serve()
+        .expect("start registrar");
+    let register = Register::new(
+        server.addr(),
+        USER,
+        PASSWORD,
+        "sip:gate-user@127.0.0.1:5999",
+    );
+    assert_eq!(uac::register(&register).expect("first flow").status, 200);
+
+    let server = server.wait();
+    assert!(!server.passed(), "{}", server.report());
+}

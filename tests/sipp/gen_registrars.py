@@ -198,3 +198,35 @@ recv(creds('Authorization:', 'sipp.test', N1, OP, 'auth') + CONTACT + EXPIRY + V
   <nop test="authok" next="authorized" />
 ''' + reject() + '''  <label id="authorized" />
 ''' + grant(120, tag='_2') + '\n' + OK)
+
+OK10 = resp('200 OK', '''Contact: <[$curi]>;expires=10
+Expires: 10
+Date: Wed, 25 Nov 2026 12:00:00 GMT''')
+scenario('reg_refresh.xml', 'registrar granting 10 s, expecting a refresh in time',
+'''  Registrar that shortens the expiry and expects a refresh: 401 (MD5, qop="auth"), 200
+  granting only 10 s whatever was asked (RFC 3261 §10.3 step 8 lets the registrar shorten
+  it), then a refresh REGISTER within those 10 s on the same Call-ID (§10.2.4), challenged
+  again (nonce 2) if it carries no valid credentials, and 200 again.
+
+  A client that keeps its own longer expiry, or refreshes late, fails the flow.''',
+recv(CONTACT) + resp('401 Unauthorized', md5_401.replace('qop="auth,auth-int"', 'qop="auth"')) + '\n' +
+recv(creds('Authorization:', 'sipp.test', N1, OP, 'auth') + CONTACT + EXPIRY + VERIFY) + '''
+  <nop test="authok" next="authorized" />
+  <nop next="rejected" />
+  <label id="authorized" />
+''' + grant(tag='_1') + OK10 + '''
+  <!-- The refresh must arrive before the 10 s binding lapses. -->
+  <recv request="REGISTER" timeout="10000">
+    <action>
+''' + CONTACT + EXPIRY + VERIFY + '''    </action>
+  </recv>
+  <nop test="authok" next="refreshed" />
+''' + resp('401 Unauthorized', f'WWW-Authenticate: Digest realm="sipp.test", nonce="{N2}", opaque="{OP}", algorithm=MD5, qop="auth"') + '\n' +
+recv(creds('Authorization:', 'sipp.test', N2, OP, 'auth') + CONTACT + EXPIRY + VERIFY) + '''
+  <nop test="authok" next="refreshed" />
+  <nop next="rejected" />
+  <label id="refreshed" />
+''' + grant(tag='_2') + OK10 + '''  <nop next="end" />
+
+''' + reject() + '''  <label id="end" />
+''')

@@ -31,6 +31,13 @@ pub struct Register {
     pub expires: u32,
     /// Retry a 423 with Min-Expires (true) or with the same expiry again (a broken client).
     pub honour_min_expires: bool,
+    /// Call-ID to use; `None` picks a fresh one. A refresh reuses the first flow's
+    /// ([`Registered::call_id`]), RFC 3261 §10.2.4.
+    pub call_id: Option<String>,
+    /// CSeq of the first request; a refresh continues after [`Registered::last_cseq`].
+    pub first_cseq: u32,
+    /// Local UDP port to send from; `None` picks one. A refresh reuses the first flow's.
+    pub local_port: Option<u16>,
 }
 
 impl Register {
@@ -42,6 +49,19 @@ impl Register {
             contact: contact.to_owned(),
             expires: 60,
             honour_min_expires: true,
+            call_id: None,
+            first_cseq: 1,
+            local_port: None,
+        }
+    }
+
+    /// The same registration again on the same Call-ID with the next CSeq (a refresh).
+    pub fn refresh_of(&self, done: &Registered) -> Self {
+        Self {
+            call_id: Some(done.call_id.clone()),
+            first_cseq: done.last_cseq + 1,
+            local_port: Some(done.local_port),
+            ..self.clone()
         }
     }
 }
@@ -55,24 +75,33 @@ pub struct Registered {
     pub responses: Vec<String>,
     /// Every request sent, in order.
     pub requests: Vec<String>,
+    pub call_id: String,
+    pub last_cseq: u32,
+    pub local_port: u16,
 }
 
 /// Runs the REGISTER flow from a fresh socket on 127.0.0.1.
 pub fn register(reg: &Register) -> io::Result<Registered> {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, reg.local_port.unwrap_or(0)))?;
     socket.set_read_timeout(Some(RESPONSE_WAIT))?;
     let local = socket.local_addr()?;
     let request_uri = format!("sip:{}", reg.registrar);
     let aor = format!("sip:{}@{}", reg.user, reg.registrar.ip());
-    let call_id = format!("uac-{}-{}@127.0.0.1", std::process::id(), local.port());
+    let call_id = reg
+        .call_id
+        .clone()
+        .unwrap_or_else(|| format!("uac-{}-{}@127.0.0.1", std::process::id(), local.port()));
     let mut expires = reg.expires;
     let mut credentials: Option<(&'static str, String)> = None;
     let mut out = Registered {
         status: 0,
         responses: Vec::new(),
         requests: Vec::new(),
+        call_id: call_id.clone(),
+        last_cseq: reg.first_cseq,
+        local_port: local.port(),
     };
-    for cseq in 1..=MAX_ROUNDS {
+    for cseq in (reg.first_cseq..).take(MAX_ROUNDS) {
         let auth_line = credentials
             .as_ref()
             .map(|(name, value)| format!("{name}: {value}\r\n"))
@@ -95,6 +124,7 @@ pub fn register(reg: &Register) -> io::Result<Registered> {
         );
         let response = exchange(&socket, reg.registrar, &request, cseq)?;
         out.requests.push(request);
+        out.last_cseq = cseq;
         let status = status_code(&response).unwrap_or(0);
         out.status = status;
         out.responses.push(response.clone());
@@ -147,7 +177,7 @@ pub fn status_code(response: &str) -> Option<u16> {
 }
 
 /// Sends `request` and returns the first final response for CSeq `cseq` (1xx skipped).
-fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str, cseq: usize) -> io::Result<String> {
+fn exchange(socket: &UdpSocket, to: SocketAddr, request: &str, cseq: u32) -> io::Result<String> {
     let mut buf = vec![0u8; 65_535];
     let want = format!("{cseq} REGISTER");
     for _ in 0..RESENDS {
