@@ -80,7 +80,7 @@ pub struct Registered {
     pub local_port: u16,
 }
 
-/// Runs the REGISTER flow from a fresh socket on 127.0.0.1.
+/// Runs the REGISTER flow from a socket on 127.0.0.1 (fresh, or `local_port` for a refresh).
 pub fn register(reg: &Register) -> io::Result<Registered> {
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, reg.local_port.unwrap_or(0)))?;
     socket.set_read_timeout(Some(RESPONSE_WAIT))?;
