@@ -41,7 +41,7 @@ fn sipsak_register(
     contact_port: u16,
     expires: u32,
 ) -> bool {
-    let status = Command::new("sipsak")
+    let output = Command::new("sipsak")
         .args(["-U", "-i", "-vv"])
         .arg("-C")
         .arg(format!("sip:{user}@127.0.0.1:{contact_port}"))
@@ -51,9 +51,9 @@ fn sipsak_register(
         .arg(password)
         .arg("-s")
         .arg(format!("sip:{user}@127.0.0.1:{}", k.port()))
-        .status()
+        .output()
         .expect("run sipsak");
-    status.success()
+    output.status.success()
 }
 
 #[test]

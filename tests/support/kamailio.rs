@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -275,7 +276,10 @@ impl Kamailio {
     fn launch(&mut self) -> Result<(), PeerError> {
         let dir = self.dir.path();
         let log = self.log_path();
-        let _ = fs::write(&log, format!("--- start on port {} ---\n", self.port));
+        // Appended, so a restart keeps the previous run's log above its own.
+        if let Ok(mut f) = fs::File::options().create(true).append(true).open(&log) {
+            let _ = writeln!(f, "--- kamailio start on port {} ---", self.port);
+        }
         let mut cmd = peer_command("kamailio");
         cmd.arg("-DD")
             .arg("-E")
