@@ -209,7 +209,7 @@ fn tcp_status(to: SocketAddr, data: &[u8], wait: Duration) -> Option<u16> {
 
 #[test]
 fn running_dialback_answers_the_corpus_over_udp_and_tcp_and_survives() {
-    let gate = support::dialback::Gate::start_standalone().expect("dialback starts");
+    let mut gate = support::dialback::Gate::start_standalone().expect("dialback starts");
     let to = gate.user_addr();
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut errors = Vec::new();
