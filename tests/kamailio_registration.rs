@@ -50,7 +50,10 @@ fn port_of(addr: std::net::SocketAddr) -> String {
 fn both_trunks_register_and_clean_shutdown_removes_the_bindings() {
     let k = Kamailio::start(SUBSCRIBERS).expect("kamailio starts");
     let mut gate = gate_for(&k, 60);
-    for (user, addr) in [("gate-user", gate.user_addr()), ("gate-admin", gate.admin_addr())] {
+    for (user, addr) in [
+        ("gate-user", gate.user_addr()),
+        ("gate-admin", gate.admin_addr()),
+    ] {
         assert!(
             k.wait_registered(user, Duration::from_secs(10)),
             "{user} registered:\n{}\n{}",
@@ -63,10 +66,20 @@ fn both_trunks_register_and_clean_shutdown_removes_the_bindings() {
             "{user} contact points at its own trunk socket: {contacts:?}"
         );
     }
-    assert!(k.registered_contacts("gate-out").is_empty(), "the originate trunk never registers");
+    assert!(
+        k.registered_contacts("gate-out").is_empty(),
+        "the originate trunk never registers"
+    );
     let log = gate.log();
-    assert!(!log.contains("user-secret-1") && !log.contains("admin-secret-2"), "no password in logs");
-    assert_eq!(gate.terminate(Duration::from_secs(8)), Some(0), "clean exit on SIGTERM");
+    assert!(
+        !log.contains("user-secret-1") && !log.contains("admin-secret-2"),
+        "no password in logs"
+    );
+    assert_eq!(
+        gate.terminate(Duration::from_secs(8)),
+        Some(0),
+        "clean exit on SIGTERM"
+    );
     for user in ["gate-user", "gate-admin"] {
         assert!(
             k.wait_unregistered(user, Duration::from_secs(5)),
@@ -79,7 +92,11 @@ fn both_trunks_register_and_clean_shutdown_removes_the_bindings() {
 fn registration_is_refreshed_before_it_expires() {
     let k = Kamailio::start(SUBSCRIBERS).expect("kamailio starts");
     let gate = gate_for(&k, 10);
-    assert!(k.wait_registered("gate-user", Duration::from_secs(10)), "{}", gate.log());
+    assert!(
+        k.wait_registered("gate-user", Duration::from_secs(10)),
+        "{}",
+        gate.log()
+    );
     let first_call_id = k.bindings("gate-user").first().map(|b| b.call_id.clone());
     let first_cseq = k.bindings("gate-user").first().and_then(|b| b.cseq);
     // Watch for three expiry periods: the binding must never lapse.
@@ -87,18 +104,37 @@ fn registration_is_refreshed_before_it_expires() {
     let mut min_left = u64::MAX;
     while start.elapsed() < Duration::from_secs(30) {
         let b = k.bindings("gate-user");
-        assert_eq!(b.len(), 1, "binding present at {:?}: {}", start.elapsed(), gate.log());
+        assert_eq!(
+            b.len(),
+            1,
+            "binding present at {:?}: {}",
+            start.elapsed(),
+            gate.log()
+        );
         if let Some(left) = b[0].expires_s {
             min_left = min_left.min(left);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     let last = k.bindings("gate-user");
-    assert_eq!(last[0].call_id, first_call_id.unwrap_or_default(), "same registration Call-ID");
+    assert_eq!(
+        last[0].call_id,
+        first_call_id.unwrap_or_default(),
+        "same registration Call-ID"
+    );
     assert!(last[0].cseq > first_cseq, "CSeq advanced with refreshes");
-    assert!(min_left >= 1, "refresh came before expiry (least seconds left: {min_left})");
-    let refreshes = gate.log().matches("registered aor=\"sip:gate-user@127.0.0.1\"").count()
-        + gate.log().matches("aor=sip:gate-user@127.0.0.1 expires_s").count();
+    assert!(
+        min_left >= 1,
+        "refresh came before expiry (least seconds left: {min_left})"
+    );
+    let refreshes = gate
+        .log()
+        .matches("registered aor=\"sip:gate-user@127.0.0.1\"")
+        .count()
+        + gate
+            .log()
+            .matches("aor=sip:gate-user@127.0.0.1 expires_s")
+            .count();
     println!("least seconds left before refresh: {min_left}; registered lines: {refreshes}");
 }
 
@@ -107,12 +143,19 @@ fn trunks_register_again_after_kamailio_restarts() {
     let mut k = Kamailio::start(SUBSCRIBERS).expect("kamailio starts");
     let gate = gate_for(&k, 10);
     for user in ["gate-user", "gate-admin"] {
-        assert!(k.wait_registered(user, Duration::from_secs(10)), "{}", gate.log());
+        assert!(
+            k.wait_registered(user, Duration::from_secs(10)),
+            "{}",
+            gate.log()
+        );
     }
     k.kill();
     std::thread::sleep(Duration::from_secs(3));
     k.restart().expect("kamailio restarts on the same port");
-    assert!(k.registered_contacts("gate-user").is_empty(), "in-memory location was lost");
+    assert!(
+        k.registered_contacts("gate-user").is_empty(),
+        "in-memory location was lost"
+    );
     let t0 = Instant::now();
     for user in ["gate-user", "gate-admin"] {
         // Bound: one refresh interval plus the largest backoff step (60 s).
@@ -122,5 +165,8 @@ fn trunks_register_again_after_kamailio_restarts() {
             gate.log()
         );
     }
-    println!("re-registered {:.1} s after the restart", t0.elapsed().as_secs_f64());
+    println!(
+        "re-registered {:.1} s after the restart",
+        t0.elapsed().as_secs_f64()
+    );
 }

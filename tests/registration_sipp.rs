@@ -48,7 +48,10 @@ fn register_against(scenario: &str, check_digest: bool) {
     }
     let log = gate.log();
     assert!(log.contains("registered"), "{log}");
-    assert!(!log.contains(PASSWORD), "the password never reaches the log");
+    assert!(
+        !log.contains(PASSWORD),
+        "the password never reaches the log"
+    );
 }
 
 #[test]

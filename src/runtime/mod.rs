@@ -110,7 +110,6 @@ async fn trunk_task(
     // Stream connections: framed messages in through one bounded channel, writers by id.
     let (in_tx, mut in_rx) = mpsc::channel::<tcp::Inbound>(256);
     let mut writers: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let (reg_tx, mut reg_rx) = mpsc::channel::<(u64, mpsc::Sender<Vec<u8>>)>(64);
     if let Some(listener) = tcp {
         let admit = spec.endpoint.allow_sources.clone();
         tokio::spawn(tcp::accept_loop(
@@ -119,7 +118,6 @@ async fn trunk_task(
             spec.max_tcp_connections,
             admit,
             in_tx.clone(),
-            reg_tx,
         ));
     }
     let mut buf = vec![0u8; 65_536];
@@ -156,11 +154,11 @@ async fn trunk_task(
                 Err(e) => debug!(error = %e, "udp receive error"),
             },
             Some(inb) = in_rx.recv() => match inb {
+                tcp::Inbound::Opened { conn, writer } => { writers.insert(conn, writer); }
                 tcp::Inbound::Message { conn, src, msg } => trunk.handle_stream_message(Instant::now(), src, conn, *msg),
                 tcp::Inbound::Malformed { conn } => { trunk.endpoint().note_malformed(); writers.remove(&conn); }
                 tcp::Inbound::Closed { conn } => { writers.remove(&conn); }
             },
-            Some((conn, w)) = reg_rx.recv() => { writers.insert(conn, w); }
             _ = tokio::time::sleep_until(deadline) => trunk.handle_timeout(Instant::now()),
             _ = stats_tick.tick() => {
                 let s = trunk.endpoint().stats();
@@ -212,7 +210,11 @@ async fn flush(
 /// The start line of a SIP message for a log line (never a header: those may carry
 /// credentials).
 fn first_line(data: &[u8]) -> String {
-    let end = data.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(data.len()).min(200);
+    let end = data
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(data.len())
+        .min(200);
     String::from_utf8_lossy(data.get(..end).unwrap_or(&[])).into_owned()
 }
 

@@ -70,7 +70,12 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
     }
     let o = &d.trunks.originate;
     let mut ep = endpoint(TrunkKind::Originate, o.listen, 3);
-    ep.allow_sources = Some(o.allow_sources.iter().map(|a| AllowRule::Addr(*a)).collect());
+    ep.allow_sources = Some(
+        o.allow_sources
+            .iter()
+            .map(|a| AllowRule::Addr(*a))
+            .collect(),
+    );
     specs.push(TrunkSpec {
         endpoint: ep,
         listen: o.listen,

@@ -20,6 +20,11 @@ const IDLE: Duration = Duration::from_secs(120);
 /// What a connection task tells the trunk task.
 #[derive(Debug)]
 pub enum Inbound {
+    /// A new connection and the channel that writes to it; always sent before its messages.
+    Opened {
+        conn: u64,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
     Message {
         conn: u64,
         src: SocketAddr,
@@ -41,7 +46,6 @@ pub async fn accept_loop(
     max_connections: usize,
     allow: Option<Vec<AllowRule>>,
     inbound: mpsc::Sender<Inbound>,
-    register: mpsc::Sender<(u64, mpsc::Sender<Vec<u8>>)>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
@@ -64,7 +68,11 @@ pub async fn accept_loop(
         };
         let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let (wtx, wrx) = mpsc::channel(64);
-        if register.send((conn, wtx)).await.is_err() {
+        if inbound
+            .send(Inbound::Opened { conn, writer: wtx })
+            .await
+            .is_err()
+        {
             return;
         }
         let inbound = inbound.clone();

@@ -157,7 +157,13 @@ pub fn parse_datagram(data: &[u8], limits: &Limits) -> Result<Message, ParseErro
             max: limits.max_message_bytes,
         });
     }
-    let (head_len, body_start) = find_header_end(data).ok_or(ParseError::NoHeaderEnd)?;
+    // A datagram is a whole message: one that ends right after its last header line (no
+    // empty line) is accepted leniently as having no body (RFC 4475 §3.1.2.16 baddn).
+    let (head_len, body_start) = match find_header_end(data) {
+        Some(found) => found,
+        None if data.ends_with(b"\n") => (data.len(), data.len()),
+        None => return Err(ParseError::NoHeaderEnd),
+    };
     let head = data.get(..head_len).ok_or(ParseError::NoHeaderEnd)?;
     let rest = data.get(body_start..).unwrap_or(&[]);
     let mut msg = parse_head(head, limits)?;

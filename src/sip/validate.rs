@@ -89,7 +89,7 @@ pub fn validate_request(msg: &Message) -> Result<RequestInfo, Reject> {
         return Err(Reject::new(400, "CSeq Method Mismatch"));
     }
     if let Some(mf) = msg.header("max-forwards") {
-        if mf.is_empty() || mf.len() > 3 || !mf.bytes().all(|b| b.is_ascii_digit()) {
+        if mf.is_empty() || mf.len() > 10 || !mf.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Reject::new(400, "Bad Max-Forwards"));
         }
     }
@@ -179,21 +179,21 @@ pub struct Via {
     pub received: Option<String>,
 }
 
-/// Parse one Via entry: `SIP/2.0/transport sent-by *(;param)` (RFC 3261 §20.42).
+/// Parse one Via entry: `SIP/2.0/transport sent-by *(;param)` (RFC 3261 §20.42), with the
+/// linear whitespace the grammar allows around `/`, `:`, `;` and `=` (RFC 4475 §3.1.1.1).
 pub fn parse_via(v: &str) -> Option<Via> {
-    let v = v.trim();
-    let (proto, rest) = v.split_once([' ', '\t'])?;
-    let mut pp = proto.split('/');
-    let (name, ver, transport) = (pp.next()?.trim(), pp.next()?.trim(), pp.next()?.trim());
-    if pp.next().is_some()
-        || !name.eq_ignore_ascii_case("SIP")
-        || !is_token(ver)
-        || !is_token(transport)
-    {
+    let (proto, rest) = via_protocol(v)?;
+    let (name, ver, transport) = proto;
+    if !name.eq_ignore_ascii_case("SIP") || !is_token(ver) || !is_token(transport) {
         return None;
     }
-    let mut parts = rest.trim().split(';');
-    let sent_by = parts.next()?.trim().to_string();
+    let mut parts = rest.split(';');
+    let sent_by: String = parts
+        .next()?
+        .split(':')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(":");
     if sent_by.is_empty() || sent_by.contains([' ', '\t', ',']) {
         return None;
     }
@@ -221,6 +221,17 @@ pub fn parse_via(v: &str) -> Option<Via> {
         }
     }
     Some(via)
+}
+
+/// Split `name / version / transport LWS rest`.
+fn via_protocol(v: &str) -> Option<((&str, &str, &str), &str)> {
+    let (name, rest) = v.trim_start().split_once('/')?;
+    let (ver, rest) = rest.split_once('/')?;
+    let rest = rest.trim_start();
+    let end = rest.find([' ', '\t'])?;
+    let transport = rest.get(..end)?;
+    let after = rest.get(end..)?.trim();
+    Some(((name.trim(), ver.trim(), transport), after))
 }
 
 /// Parse `CSeq: number method`; the number must be below 2^31 (RFC 3261 §8.1.1.5).
@@ -290,7 +301,7 @@ pub fn parse_name_addr(v: &str) -> Option<NameAddr> {
     }
     Some(NameAddr {
         display,
-        uri: uri.to_string(),
+        uri: uri.trim().to_string(),
         tag,
     })
 }
