@@ -228,6 +228,63 @@ fn digest_realm_defaults_to_the_security_realm() {
     assert_eq!(dp.admins[0].digest.realm, "gate");
 }
 
+#[test]
+fn schema_defaults_are_the_defaults_the_parser_applies() {
+    // Guards dialplans/dialplan.schema.json against drift: every key the schema gives a
+    // default for must be known to the parser, and writing that default out explicitly must
+    // produce the same dialplan as leaving it out.
+    let schema: Value =
+        serde_json::from_str(include_str!("../../dialplans/dialplan.schema.json")).unwrap();
+    fn walk(schema: &Value, pointer: String, out: &mut Vec<(String, Value)>) {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (key, sub) in props {
+            let p = format!("{pointer}/{key}");
+            match sub.get("default") {
+                Some(d) => out.push((p, d.clone())),
+                None => walk(sub, p, out),
+            }
+        }
+    }
+    let mut defaults = Vec::new();
+    walk(&schema, String::new(), &mut defaults);
+    assert!(
+        defaults.len() > 50,
+        "only {} defaults found",
+        defaults.len()
+    );
+    let implicit = format!("{:?}", parse_value(&minimal()).unwrap().dialplan);
+    let mut explicit = minimal();
+    for (pointer, value) in &defaults {
+        explicit = set(explicit, pointer, value.clone());
+    }
+    let explicit = format!("{:?}", parse_value(&explicit).unwrap().dialplan);
+    assert_eq!(implicit, explicit);
+}
+
+#[test]
+fn schema_lists_exactly_the_keys_the_example_uses_per_section() {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../dialplans/dialplan.schema.json")).unwrap();
+    let example: Value = serde_json::from_str(EXAMPLE).unwrap();
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    for section in [
+        "limits", "signal", "callback", "security", "audit", "media", "modem",
+    ] {
+        assert_eq!(
+            keys(&schema["properties"][section]["properties"]),
+            keys(&example[section]),
+            "section {section}"
+        );
+    }
+    assert_eq!(keys(&schema["properties"]), keys(&example));
+}
+
 // ---- error locations ------------------------------------------------------------------------
 
 #[test]
