@@ -1013,3 +1013,74 @@ fn print_demo_hashes() {
         println!("{pin} {hash}");
     }
 }
+
+#[test]
+fn load_reads_password_files_and_prompts_relative_to_the_dialplan() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("prompts")).unwrap();
+    std::fs::write(
+        dir.path().join("prompts/hello.wav"),
+        wav::test_wav(1, 1, 8000, 16, &[0; 16]),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("out.secret"), "from-file\n").unwrap();
+    let v = set(
+        minimal(),
+        "/media/prompts",
+        json!({ "hello": "prompts/hello.wav" }),
+    );
+    let mut v = set(v, "/trunks/originate/password_file", json!("out.secret"));
+    // `load` sees the real environment, so use no password_env here.
+    v["trunks"]["user"]
+        .as_object_mut()
+        .unwrap()
+        .remove("password_env");
+    v["trunks"]["user"]["password_file"] = json!("out.secret");
+    let path = dir.path().join("dp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let dp = load(&path).unwrap().dialplan;
+    assert_eq!(
+        dp.trunks.originate.password.as_ref().map(Secret::expose),
+        Some("from-file")
+    );
+    assert_eq!(
+        dp.media.prompts["hello"],
+        dir.path().join("prompts/hello.wav")
+    );
+
+    // A prompt that is not 8 kHz mono fails `load` with the file named.
+    std::fs::write(
+        dir.path().join("prompts/hello.wav"),
+        wav::test_wav(1, 1, 16000, 16, &[0; 16]),
+    )
+    .unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("prompts/hello.wav is not usable: 16000 Hz; need 8000 Hz"),
+        "{err}"
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = parse_str(&text);
+    }
+
+    #[test]
+    fn corrupted_example_never_panics_and_errors_name_the_file(
+        at in 0usize..EXAMPLE.len(),
+        len in 0usize..8,
+        with in "[\\[\\]{}:,\"0-9a-z$ -]{0,4}",
+    ) {
+        let mut text = EXAMPLE.to_owned();
+        if text.is_char_boundary(at) && text.is_char_boundary((at + len).min(text.len())) {
+            text.replace_range(at..(at + len).min(text.len()), &with);
+        }
+        if let Err(e) = parse("dp.json", &text, &demo_env, &no_files) {
+            for line in e.to_string().lines() {
+                proptest::prop_assert!(line.starts_with("dp.json:"), "{}", line);
+            }
+        }
+    }
+}
