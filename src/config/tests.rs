@@ -705,6 +705,46 @@ fn registrar_without_registration_is_a_warning() {
 }
 
 #[test]
+fn digest_realm_other_than_the_challenge_realm_is_a_warning() {
+    let v = set(
+        with_admins(vec![admin(1, "1001")]),
+        "/admins/0/digest/realm",
+        json!("other"),
+    );
+    let warnings: Vec<String> = parse_value(&v)
+        .unwrap()
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        warnings,
+        vec!["admins[0].digest.realm is \"other\" but the gate challenges with security.realm \"dialback\"; these HA1 values can never verify"]
+    );
+}
+
+#[test]
+fn admin_id_that_cannot_be_dialled_is_a_warning() {
+    let loaded = parse_value(&with_admins(vec![admin(1, "alice")])).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        vec![ConfigWarning::IdNotDialable {
+            path: "admins[0].id".into()
+        }]
+    );
+}
+
+#[test]
+fn duplicate_listen_is_reported_alongside_other_trunk_errors() {
+    let v = set(minimal(), "/trunks/admin/listen", json!("127.0.0.1:5070"));
+    let v = set(v, "/trunks/admin/aor", json!("nope"));
+    let lines = error_lines(parse_value(&v));
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].contains("$.trunks.admin.listen: listen address 127.0.0.1:5070"));
+    assert!(lines[1].contains("$.trunks.admin.aor"));
+}
+
+#[test]
 fn originate_allow_sources_needs_an_ip_proxy_or_an_explicit_list() {
     let v = set(
         minimal(),
