@@ -218,6 +218,45 @@ fn omitted_sections_take_documented_defaults() {
 }
 
 #[test]
+fn signal_patterns_round_trip_between_render_and_digit_in() {
+    let signal = parse_value(&minimal()).unwrap().dialplan.signal;
+    for d in 0..=9 {
+        let digit = AdminDigit::new(d).unwrap();
+        assert_eq!(
+            signal.text.digit_in(&signal.text.render(digit)),
+            Some(digit)
+        );
+        assert_eq!(
+            signal.dtmf.digit_in(&signal.dtmf.render(digit)),
+            Some(digit)
+        );
+    }
+    for not in [
+        "MAINTAIN-",
+        "MAINTAIN-12",
+        "MAINTAIN-x",
+        "maintain-1",
+        "XMAINTAIN-1",
+        "",
+    ] {
+        assert_eq!(signal.text.digit_in(not), None, "{not:?}");
+    }
+    assert_eq!(signal.dtmf.digit_in("*62468246*1"), None);
+    assert_eq!(signal.dtmf.digit_in("*62468246*#"), None);
+}
+
+#[test]
+fn admins_are_found_by_digit_and_id() {
+    let dp = parse(EXAMPLE_PATH, EXAMPLE, &demo_env, &no_files)
+        .unwrap()
+        .dialplan;
+    assert_eq!(dp.admin(AdminDigit::new(2).unwrap()).unwrap().id, "1002");
+    assert!(dp.admin(AdminDigit::new(3).unwrap()).is_none());
+    assert_eq!(dp.admin_by_id("1001").unwrap().digit.value(), 1);
+    assert!(dp.admin_by_id("9999").is_none());
+}
+
+#[test]
 fn digest_realm_defaults_to_the_security_realm() {
     let v = set(
         with_admins(vec![admin(1, "1001")]),
