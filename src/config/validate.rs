@@ -40,14 +40,16 @@ pub(crate) struct Validator<'a> {
 impl Validator<'_> {
     /// Validates everything; `Some` exactly when no error was recorded.
     pub fn dialplan(&mut self, raw: RawDialplan) -> Option<Dialplan> {
-        let security = self.security(raw.security);
-        let realm = security.realm.clone();
+        // Sections are checked in the order of the example file so that errors read top down;
+        // admins need the challenge realm from `security` first.
+        let realm = raw.security.realm.clone();
         let trunks = self.trunks(raw.trunks);
         let limits = self.limits(raw.limits);
         let admins = self.admins(raw.admins, &realm);
         let signal = self.signal(raw.signal);
         let routes = self.routes(raw.routes);
         let callback = self.callback(raw.callback);
+        let security = self.security(raw.security);
         let audit = Audit {
             path: self.resolve(&raw.audit.path),
             fsync: raw.audit.fsync,
