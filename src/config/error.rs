@@ -126,6 +126,16 @@ pub enum ConfigWarning {
     InlinePassword { path: String },
     #[error("{path} is set but register is false, so it is unused")]
     UnusedRegistrar { path: String },
+    #[error("{path} is {realm:?} but the gate challenges with security.realm {challenge_realm:?}; these HA1 values can never verify")]
+    RealmMismatch {
+        path: String,
+        realm: String,
+        challenge_realm: String,
+    },
+    #[error(
+        "{path} has characters other than 0-9 * # A-D, so it cannot be entered by DTMF on a call"
+    )]
+    IdNotDialable { path: String },
 }
 
 impl ConfigErrors {

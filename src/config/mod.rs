@@ -26,7 +26,7 @@ pub mod wav;
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::error::Category;
 
@@ -112,13 +112,13 @@ fn parse_inner(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     read_file: &dyn Fn(&Path) -> io::Result<String>,
-    read_bytes: Option<&dyn Fn(&Path) -> io::Result<Vec<u8>>>,
+    read_bytes: Option<validate::ReadBytes<'_>>,
 ) -> Result<Loaded, ConfigErrors> {
     let raw = deserialize(text).map_err(|e| ConfigErrors::one(source_name, e))?;
     let base_dir = Path::new(source_name)
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(PathBuf::new);
+        .unwrap_or_default();
     let mut v = Validator {
         base_dir,
         env,
@@ -139,6 +139,9 @@ fn parse_inner(
     }
 }
 
+/// Keys whose values must never appear in an error message.
+const SECRET_KEYS: &[&str] = &["password", "pin", "ha1_md5", "ha1_sha256"];
+
 fn deserialize(text: &str) -> Result<RawDialplan, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let raw = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -152,7 +155,17 @@ fn deserialize(text: &str) -> Result<RawDialplan, ConfigError> {
 
 fn located(e: serde_json::Error, path: Option<String>) -> ConfigError {
     let (line, column) = (e.line(), e.column());
-    let message = bare_message(&e);
+    let holds_secret = path.as_deref().is_some_and(|p| {
+        SECRET_KEYS
+            .iter()
+            .any(|k| p.strip_suffix(k).is_some_and(|head| head.ends_with('.')))
+    });
+    // serde quotes the offending value ("invalid type: integer `2468`"); never echo a secret.
+    let message = if holds_secret {
+        "wrong type (value not shown: this key holds a secret)".to_owned()
+    } else {
+        bare_message(&e)
+    };
     match (e.classify(), path) {
         (Category::Data, Some(path)) => ConfigError::Shape {
             line,

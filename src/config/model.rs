@@ -32,6 +32,18 @@ pub struct Dialplan {
     pub modem: Modem,
 }
 
+impl Dialplan {
+    /// The administrator a start-signal digit names, if any.
+    pub fn admin(&self, digit: AdminDigit) -> Option<&Admin> {
+        self.admins.iter().find(|a| a.digit == digit)
+    }
+
+    /// The administrator with login `id`, if any.
+    pub fn admin_by_id(&self, id: &str) -> Option<&Admin> {
+        self.admins.iter().find(|a| a.id == id)
+    }
+}
+
 /// The three trunks of the patent's Fig. 1 and 2; all three are required.
 #[derive(Debug, Clone)]
 pub struct Trunks {
@@ -185,6 +197,20 @@ impl SignalPattern {
             Some(suffix) => format!("{}{}{}", self.prefix, digit.as_char(), suffix),
             None => self.prefix.clone(),
         }
+    }
+
+    /// The inverse of [`render`](Self::render): the digit if `signal` is exactly this pattern
+    /// with one digit in place of `{digit}`. Always `None` for a pattern without placeholder.
+    pub fn digit_in(&self, signal: &str) -> Option<AdminDigit> {
+        let suffix = self.suffix.as_deref()?;
+        let rest = signal.strip_prefix(self.prefix.as_str())?;
+        let rest = rest.strip_suffix(suffix)?;
+        let mut chars = rest.chars();
+        let digit = chars.next()?.to_digit(10)?;
+        if chars.next().is_some() {
+            return None;
+        }
+        u8::try_from(digit).ok().and_then(AdminDigit::new)
     }
 }
 

@@ -40,14 +40,16 @@ pub(crate) struct Validator<'a> {
 impl Validator<'_> {
     /// Validates everything; `Some` exactly when no error was recorded.
     pub fn dialplan(&mut self, raw: RawDialplan) -> Option<Dialplan> {
-        let security = self.security(raw.security);
-        let realm = security.realm.clone();
+        // Sections are checked in the order of the example file so that errors read top down;
+        // admins need the challenge realm from `security` first.
+        let realm = raw.security.realm.clone();
         let trunks = self.trunks(raw.trunks);
         let limits = self.limits(raw.limits);
         let admins = self.admins(raw.admins, &realm);
         let signal = self.signal(raw.signal);
         let routes = self.routes(raw.routes);
         let callback = self.callback(raw.callback);
+        let security = self.security(raw.security);
         let audit = Audit {
             path: self.resolve(&raw.audit.path),
             fsync: raw.audit.fsync,
@@ -145,25 +147,22 @@ impl Validator<'_> {
     // ---- trunks -------------------------------------------------------------------------
 
     fn trunks(&mut self, raw: RawTrunks) -> Option<Trunks> {
-        let user = self.registering_trunk("trunks.user", raw.user);
-        let admin = self.registering_trunk("trunks.admin", raw.admin);
-        let originate = self.originate_trunk(raw.originate);
-        let (user, admin, originate) = (user?, admin?, originate?);
         // All trunks must listen on distinct addresses: each trunk is told apart by the
-        // socket a request arrives on (DESIGN.md "The three trunks").
+        // socket a request arrives on (DESIGN.md "The three trunks"). Checked on the raw
+        // strings so that it is reported even when another field of a trunk is wrong
+        // (unparsable addresses are reported by the trunk builders).
         let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
-        let mut dup = Vec::new();
-        for (addr, name) in [
-            (user.listen, "trunks.user"),
-            (admin.listen, "trunks.admin"),
-            (originate.listen, "trunks.originate"),
+        let mut distinct = true;
+        for (listen, name) in [
+            (&raw.user.listen, "trunks.user"),
+            (&raw.admin.listen, "trunks.admin"),
+            (&raw.originate.listen, "trunks.originate"),
         ] {
+            let Ok(addr) = listen.parse::<SocketAddr>() else {
+                continue;
+            };
             if let Some(other) = seen.insert(addr, name) {
-                dup.push((name, addr, other));
-            }
-        }
-        if !dup.is_empty() {
-            for (name, addr, other) in dup {
+                distinct = false;
                 self.err(
                     format!("$.{name}.listen"),
                     Problem::DuplicateListen {
@@ -172,12 +171,17 @@ impl Validator<'_> {
                     },
                 );
             }
+        }
+        let user = self.registering_trunk("trunks.user", raw.user);
+        let admin = self.registering_trunk("trunks.admin", raw.admin);
+        let originate = self.originate_trunk(raw.originate);
+        if !distinct {
             return None;
         }
         Some(Trunks {
-            user,
-            admin,
-            originate,
+            user: user?,
+            admin: admin?,
+            originate: originate?,
         })
     }
 
@@ -415,6 +419,11 @@ impl Validator<'_> {
                 }
             };
             self.non_empty(&p("id"), &a.id);
+            if !a.id.is_empty() && !a.id.chars().all(|c| DTMF_CHARS.contains(c)) {
+                self.warnings.push(ConfigWarning::IdNotDialable {
+                    path: format!("admins[{i}].id"),
+                });
+            }
             if let Some(other) = ids.insert(a.id.clone(), i) {
                 self.err(
                     p("id"),
@@ -450,6 +459,15 @@ impl Validator<'_> {
         let realm = match raw.realm {
             Some(r) => {
                 self.non_empty(&format!("{path}.realm"), &r);
+                if r != realm && !r.trim().is_empty() {
+                    // RFC 7616 §3.3: the challenge names one realm before the user is known,
+                    // and HA1 hashes the realm, so a different realm can never verify.
+                    self.warnings.push(ConfigWarning::RealmMismatch {
+                        path: format!("{}.realm", path.trim_start_matches("$.")),
+                        realm: r.clone(),
+                        challenge_realm: realm.to_owned(),
+                    });
+                }
                 r
             }
             None => realm.to_owned(),

@@ -123,12 +123,12 @@ fn check_fmt(fmt: &[u8]) -> Result<PromptEncoding, WavError> {
 
 fn read_u16(b: &[u8], at: usize) -> Option<u16> {
     let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes([s[0], s[1]]))
+    Some(u16::from_le_bytes(s.try_into().ok()?))
 }
 
 fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    Some(u32::from_le_bytes(s.try_into().ok()?))
 }
 
 /// Builds a canonical 44-byte-header WAV; used by tests here and in `config`.
