@@ -17,3 +17,5 @@
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 #![forbid(unsafe_code)]
+
+pub mod sip;
