@@ -1017,7 +1017,7 @@ pub(crate) mod tests {
             Policy::parse(input),
             Err(GateError::BadHa1 { .. })
         ));
-        let json = json.replace("\" 0", "\"0");
+        let json = json.replace("\" 0", "\"00");
         let p = Policy::parse(serde_json::from_str(&json).unwrap()).unwrap();
         assert_eq!(p.signal().window_s(), 120);
         assert_eq!(p.security().max_failures(), 5);
