@@ -857,7 +857,8 @@ pub(crate) mod tests {
     #[test]
     fn invalid_policies_are_refused() {
         type Mutate = fn(&mut PolicyInput);
-        let cases: &[(Mutate, fn(&GateError) -> bool)] = &[
+        type Check = fn(&GateError) -> bool;
+        let cases: &[(Mutate, Check)] = &[
             (|i| i.admins.clear(), |e| *e == GateError::NoAdmins),
             (
                 |i| i.admins[1].digit = 1,
