@@ -664,9 +664,12 @@ mod tests {
     #[derive(Debug, Clone)]
     struct Req {
         source: u8,
-        creds: Option<Option<&'static str>>, // Some(None): invalid no claim
+        /// `None`: no ID claimed; otherwise the ID given.
+        who: Option<&'static str>,
         valid: bool,
-        signal: Option<u8>,
+        /// 0..6: the claimed admin's own digit; 6..9: the digit in `digit`; 9: no match.
+        signal_kind: u8,
+        digit: u8,
         auth_age: i64,
         audit: bool,
         dt: u64,
@@ -675,23 +678,27 @@ mod tests {
 
     fn arb_req() -> impl Strategy<Value = Req> {
         (
-            0u8..4,
-            prop::option::of(prop::option::of(prop::sample::select(vec![
-                "1001", "1002", "1003", "4444",
-            ]))),
-            any::<bool>(),
-            prop::option::of(0u8..10),
-            -10i64..200,
+            (
+                0u8..8,
+                prop::option::weighted(
+                    0.9,
+                    prop::sample::select(vec!["1001", "1002", "1003", "4444"]),
+                ),
+            ),
+            prop::bool::weighted(0.7),
+            (0u8..10, 0u8..10),
+            -10i64..150,
             prop::bool::weighted(0.95),
-            0u64..400,
-            prop::bool::weighted(0.3),
+            0u64..900,
+            prop::bool::weighted(0.5),
         )
             .prop_map(
-                |(source, creds, valid, signal, auth_age, audit, dt, finish)| Req {
+                |((source, who), valid, (signal_kind, digit), auth_age, audit, dt, finish)| Req {
                     source,
-                    creds,
+                    who,
                     valid,
-                    signal,
+                    signal_kind,
+                    digit,
                     auth_age,
                     audit,
                     dt,
@@ -711,15 +718,21 @@ mod tests {
             let mut now = NOW;
             for r in reqs {
                 now = now.plus(r.dt);
-                let credentials = match r.creds {
-                    Some(Some(who)) if r.valid => Credentials::Valid(id(who)),
-                    Some(Some(who)) => Credentials::Invalid { claimed: Some(id(who)) },
-                    _ => Credentials::Invalid { claimed: None },
+                let credentials = match r.who {
+                    Some(who) if r.valid => Credentials::Valid(id(who)),
+                    Some(who) => Credentials::Invalid { claimed: Some(id(who)) },
+                    None => Credentials::Invalid { claimed: None },
+                };
+                let own = r.who.and_then(|w| p.admin_by_id(w)).map(|a| a.digit());
+                let signal = match (r.signal_kind, own) {
+                    (0..=5, Some(d)) => SignalSeen::Matched(d),
+                    (9, _) => SignalSeen::Unmatched,
+                    _ => SignalSeen::Matched(digit(r.digit)),
                 };
                 let req = StartRequest {
                     source: ip(r.source),
                     credentials: credentials.clone(),
-                    signal: r.signal.map_or(SignalSeen::Unmatched, |d| SignalSeen::Matched(digit(d))),
+                    signal,
                     authenticated_at: WallTime((now.0 as i64 - r.auth_age) as u64),
                     audit_available: r.audit,
                 };
@@ -734,7 +747,9 @@ mod tests {
                     prop_assert_eq!(req.signal, SignalSeen::Matched(a.digit()));
                     prop_assert!(!before.is_locked(who, now));
                     prop_assert!(before.source_failures(req.source, now, 600) < 5);
-                    prop_assert!(r.auth_age >= -5 && r.auth_age as u64 <= p.signal().window_s());
+                    prop_assert!(
+                        (-5..=p.signal().window_s() as i64).contains(&r.auth_age)
+                    );
                     prop_assert!(!before.is_active(who));
                     prop_assert!(before.recent_callbacks(who, now) < p.callback().max_per_admin_per_hour() as usize);
                     prop_assert!(req.audit_available);
