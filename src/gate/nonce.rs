@@ -243,10 +243,13 @@ pub fn authenticate_message(
     };
     let ttl = policy.security().nonce_ttl_s();
     let issued = match check_nonce(key, &auth.nonce, now, ttl) {
-        NonceStatus::Fresh { issued } => issued,
-        NonceStatus::Stale => return MessageAuth::Challenge { stale: true },
-        // Perhaps a nonce from before a key change: challenge again; a guess needs a fresh
-        // nonce anyway, and failures are counted there.
+        NonceStatus::Fresh { issued } => Some(issued),
+        // Checked below: stale=true only for a correct response (RFC 2617 §3.2.1), and a
+        // wrong one with an old nonce is a counted failure, so an expired nonce is no
+        // uncounted password oracle.
+        NonceStatus::Stale => None,
+        // Perhaps a nonce from before a key change: challenge again. A guess needs one of
+        // our nonces, and failures are counted there.
         NonceStatus::Invalid => return MessageAuth::Challenge { stale: false },
     };
     let admin = policy.admin_by_id(&auth.username);
@@ -273,6 +276,9 @@ pub fn authenticate_message(
     if !digest::verify(&auth, ha1, req.method, req.body) {
         return reject(claimed, AuthFailure::BadResponse);
     }
+    let Some(issued) = issued else {
+        return MessageAuth::Challenge { stale: true };
+    };
     match replay.check_and_record(&auth.nonce, issued, nc, now, ttl) {
         Ok(()) => MessageAuth::Authenticated(admin.id().clone()),
         Err(ReplayRefusal::Replayed) => reject(claimed, AuthFailure::Replayed),
@@ -500,6 +506,15 @@ mod tests {
             MessageAuth::Challenge { stale: true }
         );
         assert!(table.is_empty());
+        // A wrong password with the expired nonce is a counted failure, not a stale hint.
+        let wrong = signed_message(&ch, "1001", "guess", 1, b"x");
+        assert_eq!(
+            authenticate_message(&p, &k, &mut table, &req(Some(&wrong), b"x"), late),
+            MessageAuth::Rejected {
+                claimed: AdminId::parse("1001").ok(),
+                failure: AuthFailure::BadResponse
+            }
+        );
     }
 
     #[test]

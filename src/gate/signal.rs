@@ -183,7 +183,7 @@ impl CallFlow {
             self.end(Cue::Error);
             return;
         }
-        self.deadline = Some(now + self.cfg.inter_digit_timeout);
+        self.deadline = Some(deadline_after(now, self.cfg.inter_digit_timeout));
         match self.stage {
             Stage::Id | Stage::Pin => self.credential_digit(now, digit),
             Stage::Signal => {
@@ -299,7 +299,7 @@ impl CallFlow {
     fn enter(&mut self, stage: Stage, now: Instant) {
         self.stage = stage;
         self.buf.clear();
-        self.deadline = Some(now + self.cfg.first_digit_timeout);
+        self.deadline = Some(deadline_after(now, self.cfg.first_digit_timeout));
         self.actions.push_back(Action::PlayCue(Cue::Prompt));
     }
 
@@ -340,6 +340,12 @@ impl CallFlow {
         self.deadline = None;
         self.buf.clear();
     }
+}
+
+/// `now + wait`, or `now` if that overflows `Instant` (an absurd configured wait then times
+/// out at once rather than never, and never panics).
+fn deadline_after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait).unwrap_or(now)
 }
 
 #[cfg(test)]
