@@ -1,5 +1,5 @@
 //! The decision: may this authenticated start signal trigger a callback? (DESIGN.md step 4;
-//! JP H11-053315 claim 1, claim 2, [0016], [0029]).
+//! JP H11-053315 claim 1, claim 2, \[0016\], \[0029\]).
 //!
 //! [`decide`] is total and denies by default: it returns [`Decision::Allow`] only when every
 //! rule passed, and otherwise a [`DenyReason`] naming the first rule that failed. It owns the
@@ -35,7 +35,7 @@ pub enum Credentials {
     Invalid { claimed: Option<AdminId> },
 }
 
-/// What the start signal carried ([0011], claim 2).
+/// What the start signal carried (\[0011\], claim 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignalSeen {
     Matched(AdminDigit),
@@ -84,7 +84,8 @@ impl DenyReason {
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Call back `admin` on `numbers`, in order ([0016]).
+    /// Call back `admin` on `numbers`, the ones registered in advance (\[0016\]), in priority
+    /// order (DESIGN.md step 5).
     Allow {
         admin: AdminId,
         numbers: Vec<CallbackNumber>,

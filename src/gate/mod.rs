@@ -1,6 +1,6 @@
 //! The maintenance gate: authentication steps, start-signal matching, decisions, lockout and
 //! rate state, and audit records (DESIGN.md "The flow", steps 2–4; JP H11-053315 claims 1, 2
-//! and 5, [0011], [0015], [0031]).
+//! and 5, \[0011\], \[0015\], \[0031\]).
 //!
 //! Everything here is pure: no clock reads (wall time comes in as [`WallTime`], call time as
 //! `Instant`), no sockets, no files, no spawning; randomness is injected. The runtime does the

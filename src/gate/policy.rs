@@ -1,9 +1,10 @@
 //! The gate's policy, built only by parsing plain values, so an invalid policy cannot exist.
 //!
-//! Owns the administrators (recognition digit, claim 2; ID; ordered callback numbers, [0016];
-//! argon2id PIN hash; digest HA1 values, RFC 7616 §3.4.2), the start-signal patterns ([0011],
-//! [0015], [0031]), callback limits and security limits. It knows nothing of the dialplan file
-//! format: `config` converts into [`PolicyInput`]. No IO.
+//! Owns the administrators (recognition digit, claim 2; ID; callback numbers registered in
+//! advance, \[0016\], in priority order; argon2id PIN hash; digest HA1 values, RFC 7616
+//! §3.4.2), the start-signal patterns (\[0011\], \[0015\], \[0031\]), callback limits and security
+//! limits. It knows nothing of the dialplan file format: `config` converts into
+//! [`PolicyInput`]. No IO.
 
 use std::fmt;
 
@@ -14,7 +15,8 @@ use super::GateError;
 
 /// Longest administrator ID (entered as DTMF digits, also the digest username).
 pub const MAX_ID_DIGITS: usize = 16;
-/// Most callback numbers per administrator ([0016]: desk, mobile, ...).
+/// Most callback numbers per administrator: registered in advance (\[0016\]), tried in priority
+/// order (desk, mobile, ...; DESIGN.md step 5).
 pub const MAX_NUMBERS: usize = 8;
 /// Most administrators: one per recognition digit (claim 2).
 pub const MAX_ADMINS: usize = 10;
@@ -116,7 +118,7 @@ impl fmt::Display for AdminId {
 }
 
 /// A callback number registered in advance: a `sip:`, `sips:` or `tel:` URI (RFC 3261 §19.1,
-/// RFC 3966). The gate only ever dials these ([0016]), never a number from a request.
+/// RFC 3966). The gate only ever dials these (\[0016\]), never a number from a request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct CallbackNumber(String);
@@ -211,8 +213,8 @@ pub enum PatternKind {
     Dtmf,
 }
 
-/// A start-signal pattern with exactly one `{digit}` placeholder ([0011], claim 2). In the
-/// separate-digit variant ([0031]) the start signal is the pattern with the placeholder
+/// A start-signal pattern with exactly one `{digit}` placeholder (\[0011\], claim 2). In the
+/// separate-digit variant (\[0031\]) the start signal is the pattern with the placeholder
 /// removed, and the digit follows as its own signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalPattern {
@@ -268,7 +270,7 @@ impl SignalPattern {
         }
     }
 
-    /// True if `signal` is the pattern with the placeholder removed ([0031] variant).
+    /// True if `signal` is the pattern with the placeholder removed (\[0031\] variant).
     pub fn match_without_digit(&self, signal: &str) -> bool {
         signal.len() == self.prefix.len() + self.suffix.len()
             && signal.starts_with(self.prefix.as_str())
@@ -338,7 +340,7 @@ impl SignalPolicy {
     pub fn window_s(&self) -> u64 {
         self.window_s
     }
-    /// [0031]: the digit comes as a separate signal after the start signal.
+    /// \[0031\]: the digit comes as a separate signal after the start signal.
     pub fn separate_digit(&self) -> bool {
         self.separate_digit
     }

@@ -1,5 +1,5 @@
 //! Start-signal matching for SIP MESSAGE bodies and the DTMF call flow (DESIGN.md steps 2–3;
-//! JP H11-053315 [0011], [0015], claim 2, and [0031] for the separate-digit variant).
+//! JP H11-053315 \[0011\], \[0015\], claim 2, and \[0031\] for the separate-digit variant).
 //!
 //! [`match_message`] matches a MESSAGE body against the text pattern. [`CallFlow`] is the
 //! sans-IO state machine of one maintenance call: prompt, ID then `#`, PIN then `#`, then the
@@ -30,11 +30,11 @@ pub const INTER_DIGIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a MESSAGE body is, as a start signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextSignal {
-    /// The start signal with the administrator recognition digit ([0011]).
+    /// The start signal with the administrator recognition digit (\[0011\]).
     Start(AdminDigit),
-    /// [0031] variant: the start signal alone; the digit must follow in a later MESSAGE.
+    /// \[0031\] variant: the start signal alone; the digit must follow in a later MESSAGE.
     StartWithoutDigit,
-    /// [0031] variant: the separate recognition digit.
+    /// \[0031\] variant: the separate recognition digit.
     DigitOnly(AdminDigit),
     NoMatch,
 }
