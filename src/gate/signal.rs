@@ -1,7 +1,8 @@
 //! Start-signal matching for SIP MESSAGE bodies and the DTMF call flow (DESIGN.md steps 2–3;
 //! JP H11-053315 \[0011\], \[0015\], claim 2, and \[0031\] for the separate-digit variant).
 //!
-//! [`match_message`] matches a MESSAGE body against the text pattern. [`CallFlow`] is the
+//! [`match_message`] matches a MESSAGE body against the text pattern; [`MessageSignals`]
+//! pairs the start signal and the digit when they come in two MESSAGEs. [`CallFlow`] is the
 //! sans-IO state machine of one maintenance call: prompt, ID then `#`, PIN then `#`, then the
 //! DTMF start signal (or the signal, a prompt, and the digit then `#`). Digits arrive already
 //! de-duplicated from RFC 4733 events, SIP INFO or in-band detection, with `now` passed in.
@@ -10,13 +11,13 @@
 //! attempt ([`Action::Submit`]) for the runtime to verify (argon2, off the reactor) and
 //! `decide`, then reports the decision back. Every failure plays the same error cue.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::decide::{Decision, SignalSeen};
 use super::pin::MAX_PIN_DIGITS;
-use super::policy::{AdminDigit, Policy, SignalPattern, SignalPolicy, MAX_ID_DIGITS};
-use super::Secret;
+use super::policy::{AdminDigit, AdminId, Policy, SignalPattern, SignalPolicy, MAX_ID_DIGITS};
+use super::{Secret, WallTime};
 
 /// Longest MESSAGE body considered as a start signal; longer bodies never match.
 pub const MAX_SIGNAL_BODY: usize = 256;
@@ -63,6 +64,74 @@ pub fn match_message(signal: &SignalPolicy, body: &[u8]) -> TextSignal {
     pattern
         .match_with_digit(text)
         .map_or(TextSignal::NoMatch, TextSignal::Start)
+}
+
+/// What to do with an authenticated MESSAGE's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStep {
+    /// Build the `StartRequest` with these and call `decide`.
+    Decide {
+        signal: SignalSeen,
+        /// The authentication step the signal belongs to: this MESSAGE, or for the \[0031\]
+        /// variant the earlier MESSAGE that carried the start signal.
+        authenticated_at: WallTime,
+    },
+    /// \[0031\] variant: start signal received; answer 200 and wait for the digit MESSAGE.
+    AwaitDigit,
+}
+
+/// Pairs the two MESSAGEs of the separate-digit variant (\[0031\]) per authenticated
+/// administrator. At most one pending start signal per administrator of the policy, so it is
+/// bounded by the policy's size. Pure: wall time is passed in.
+#[derive(Debug, Clone, Default)]
+pub struct MessageSignals {
+    pending: BTreeMap<AdminId, WallTime>,
+}
+
+impl MessageSignals {
+    pub fn new() -> Self {
+        MessageSignals::default()
+    }
+
+    /// Handles the body of a MESSAGE already authenticated as `admin` (digest, never From).
+    /// A digit without a pending start signal, or anything that is not a signal, is an
+    /// unmatched signal and clears what was pending.
+    pub fn handle(
+        &mut self,
+        policy: &Policy,
+        admin: &AdminId,
+        body: &[u8],
+        now: WallTime,
+    ) -> MessageStep {
+        let unmatched = MessageStep::Decide {
+            signal: SignalSeen::Unmatched,
+            authenticated_at: now,
+        };
+        if policy.admin_by_id(admin.as_str()).is_none() {
+            return unmatched;
+        }
+        match match_message(policy.signal(), body) {
+            TextSignal::Start(d) => MessageStep::Decide {
+                signal: SignalSeen::Matched(d),
+                authenticated_at: now,
+            },
+            TextSignal::StartWithoutDigit => {
+                self.pending.insert(admin.clone(), now);
+                MessageStep::AwaitDigit
+            }
+            TextSignal::DigitOnly(d) => match self.pending.remove(admin) {
+                Some(at) => MessageStep::Decide {
+                    signal: SignalSeen::Matched(d),
+                    authenticated_at: at,
+                },
+                None => unmatched,
+            },
+            TextSignal::NoMatch => {
+                self.pending.remove(admin);
+                unmatched
+            }
+        }
+    }
 }
 
 /// An audio cue to play. The same [`Cue::Error`] follows every kind of failure.
@@ -353,7 +422,6 @@ mod tests {
     use super::*;
     use crate::gate::decide::DenyReason;
     use crate::gate::policy::tests::{input, policy};
-    use crate::gate::policy::AdminId;
 
     fn flow(separate: bool) -> (CallFlow, Instant) {
         let mut i = input();
@@ -433,6 +501,74 @@ mod tests {
         );
         assert_eq!(match_message(s, b"MAINTAIN-4"), TextSignal::NoMatch);
         assert_eq!(match_message(s, b"44"), TextSignal::NoMatch);
+    }
+
+    #[test]
+    fn message_pairs_follow_the_separate_digit_variant() {
+        let mut i = input();
+        i.signal.separate_digit = true;
+        let p = Policy::parse(i).unwrap();
+        let a = AdminId::parse("1001").unwrap();
+        let b = AdminId::parse("1002").unwrap();
+        let t = WallTime(100);
+        let mut m = MessageSignals::new();
+        let d1 = SignalSeen::Matched(AdminDigit::new(1).unwrap());
+        assert_eq!(m.handle(&p, &a, b"MAINTAIN-", t), MessageStep::AwaitDigit);
+        // Another administrator's digit message does not consume a's pending signal.
+        assert_eq!(
+            m.handle(&p, &b, b"1", t.plus(1)),
+            MessageStep::Decide {
+                signal: SignalSeen::Unmatched,
+                authenticated_at: t.plus(1)
+            }
+        );
+        assert_eq!(
+            m.handle(&p, &a, b"1\r\n", t.plus(5)),
+            MessageStep::Decide {
+                signal: d1,
+                authenticated_at: t
+            }
+        );
+        // Consumed: a second digit alone is unmatched.
+        assert!(matches!(
+            m.handle(&p, &a, b"1", t.plus(6)),
+            MessageStep::Decide {
+                signal: SignalSeen::Unmatched,
+                ..
+            }
+        ));
+        // Junk in between clears the pending start signal.
+        m.handle(&p, &a, b"MAINTAIN-", t.plus(7));
+        m.handle(&p, &a, b"hello", t.plus(8));
+        assert!(matches!(
+            m.handle(&p, &a, b"1", t.plus(9)),
+            MessageStep::Decide {
+                signal: SignalSeen::Unmatched,
+                ..
+            }
+        ));
+        // An ID outside the policy never matches.
+        let stranger = AdminId::parse("5555").unwrap();
+        assert!(matches!(
+            m.handle(&p, &stranger, b"MAINTAIN-", t),
+            MessageStep::Decide {
+                signal: SignalSeen::Unmatched,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn message_combined_signal_decides_at_once() {
+        let p = policy();
+        let a = AdminId::parse("1001").unwrap();
+        assert_eq!(
+            MessageSignals::new().handle(&p, &a, b"MAINTAIN-2", WallTime(3)),
+            MessageStep::Decide {
+                signal: SignalSeen::Matched(AdminDigit::new(2).unwrap()),
+                authenticated_at: WallTime(3)
+            }
+        );
     }
 
     #[test]
