@@ -19,6 +19,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 pub mod audit;
@@ -44,9 +45,18 @@ impl WallTime {
     }
 }
 
-/// A secret string (PIN, password) that never prints.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret string (PIN, password) that never prints and compares in constant time.
+#[derive(Clone)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        // Lengths are not hidden; contents are (subtle's slice comparison).
+        bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -124,4 +134,24 @@ pub enum GateError {
     BadPin { min: usize, max: usize },
     #[error("hashing failed: {detail}")]
     Hash { detail: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints_and_compares_by_content() {
+        let s = Secret::new("4321");
+        assert_eq!(format!("{s:?}"), "REDACTED");
+        assert_eq!(s, Secret::new("4321"));
+        assert_ne!(s, Secret::new("4322"));
+        assert_ne!(s, Secret::new("43210"));
+    }
+
+    #[test]
+    fn wall_time_arithmetic_saturates() {
+        assert_eq!(WallTime(5).since(WallTime(9)), 0);
+        assert_eq!(WallTime(u64::MAX).plus(1), WallTime(u64::MAX));
+    }
 }
