@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use dialback::gate::audit::{AuditRecord, EventCode, Reason, Transport, Trunk};
+use dialback::gate::audit::{AuditRecord, Origin, Transport, Trunk};
 use dialback::gate::decide::{
     decide, Credentials, Decision, DenyReason, GateEvent, GateState, SignalSeen, StartRequest,
 };
@@ -138,23 +138,12 @@ impl Gate {
             audit_available: true,
         };
         let decision = decide(&self.policy, &request, now, &mut self.state);
-        let (event, reason) = match &decision {
-            Decision::Allow { .. } => (EventCode::SignalOk, None),
-            Decision::Deny(r) if *r == DenyReason::BadCredentials => {
-                (EventCode::AuthFail, Some(Reason::from(*r)))
-            }
-            Decision::Deny(r) => (EventCode::SignalFail, Some(Reason::from(*r))),
-        };
-        let line = AuditRecord {
-            event,
-            time: now,
+        let origin = Origin {
             trunk: Trunk::Admin,
             transport: Transport::Udp,
             source: Some(src()),
-            admin,
-            reason,
-        }
-        .to_json_line();
+        };
+        let line = AuditRecord::for_decision(&decision, now, origin, admin).to_json_line();
         Ok((decision, line))
     }
 }

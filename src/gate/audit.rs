@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::decide::DenyReason;
+use super::decide::{Decision, DenyReason, GateEvent};
 use super::nonce::AuthFailure;
 use super::policy::AdminId;
 use super::WallTime;
@@ -187,6 +187,68 @@ pub struct AuditRecord {
     pub reason: Option<Reason>,
 }
 
+/// Where and how a request arrived, shared by the records it causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub trunk: Trunk,
+    pub transport: Transport,
+    pub source: Option<SocketAddr>,
+}
+
+impl AuditRecord {
+    /// The record of a decision, written before anything is dialled: `signal.ok` for an
+    /// allow, `auth.fail` for bad credentials, `signal.fail` for every other denial.
+    /// `admin` is the administrator proved or claimed (see [`AuditRecord::admin`]).
+    pub fn for_decision(
+        decision: &Decision,
+        time: WallTime,
+        origin: Origin,
+        admin: Option<AdminId>,
+    ) -> Self {
+        let (event, reason, admin) = match decision {
+            Decision::Allow { admin, .. } => (EventCode::SignalOk, None, Some(admin.clone())),
+            Decision::Deny(DenyReason::BadCredentials) => {
+                (EventCode::AuthFail, Some(Reason::BadCredentials), admin)
+            }
+            Decision::Deny(r) => (EventCode::SignalFail, Some(Reason::from(*r)), admin),
+        };
+        AuditRecord {
+            event,
+            time,
+            trunk: origin.trunk,
+            transport: origin.transport,
+            source: origin.source,
+            admin,
+            reason,
+        }
+    }
+
+    /// The record of a lock or unlock reported by `GateState::poll_event`.
+    pub fn for_gate_event(event: &GateEvent, time: WallTime, origin: Origin) -> Self {
+        let (code, admin, reason) = match event {
+            GateEvent::Locked { admin, .. } => (EventCode::Lock, admin, Reason::TooManyFailures),
+            GateEvent::Unlocked { admin, manual } => (
+                EventCode::Unlock,
+                admin,
+                if *manual {
+                    Reason::ManualUnlock
+                } else {
+                    Reason::LockExpired
+                },
+            ),
+        };
+        AuditRecord {
+            event: code,
+            time,
+            trunk: origin.trunk,
+            transport: origin.transport,
+            source: origin.source,
+            admin: Some(admin.clone()),
+            reason: Some(reason),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     ts: String,
@@ -326,6 +388,60 @@ mod tests {
         assert_eq!(v["event"], "originate.refused");
         assert_eq!(v["admin"], serde_json::Value::Null);
         assert_eq!(v["source"], "[2001:db8::1]:5061");
+    }
+
+    #[test]
+    fn decisions_and_gate_events_map_to_stable_codes() {
+        let origin = Origin {
+            trunk: Trunk::User,
+            transport: Transport::Tls,
+            source: None,
+        };
+        let a = AdminId::parse("1001").unwrap();
+        let t = WallTime(0);
+        let allow = Decision::Allow {
+            admin: a.clone(),
+            numbers: vec![],
+        };
+        let r = AuditRecord::for_decision(&allow, t, origin, None);
+        assert_eq!(
+            (r.event, r.reason, r.admin.as_ref()),
+            (EventCode::SignalOk, None, Some(&a))
+        );
+        let r =
+            AuditRecord::for_decision(&Decision::Deny(DenyReason::BadCredentials), t, origin, None);
+        assert_eq!(
+            (r.event, r.reason),
+            (EventCode::AuthFail, Some(Reason::BadCredentials))
+        );
+        let r = AuditRecord::for_decision(
+            &Decision::Deny(DenyReason::RateLimited),
+            t,
+            origin,
+            Some(a.clone()),
+        );
+        assert_eq!(
+            (r.event, r.reason),
+            (EventCode::SignalFail, Some(Reason::RateLimited))
+        );
+        let lock = GateEvent::Locked {
+            admin: a.clone(),
+            until: WallTime(9),
+        };
+        assert_eq!(
+            AuditRecord::for_gate_event(&lock, t, origin).event,
+            EventCode::Lock
+        );
+        let unlock = GateEvent::Unlocked {
+            admin: a,
+            manual: true,
+        };
+        let r = AuditRecord::for_gate_event(&unlock, t, origin);
+        assert_eq!(
+            (r.event, r.reason),
+            (EventCode::Unlock, Some(Reason::ManualUnlock))
+        );
+        assert!(r.to_json_line().contains("\"reason\":\"manual_unlock\""));
     }
 
     #[test]

@@ -96,8 +96,15 @@ pub enum Decision {
 /// Something the runtime should audit, produced as a side effect of a decision or of time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateEvent {
-    Locked { admin: AdminId, until: WallTime },
-    Unlocked { admin: AdminId },
+    Locked {
+        admin: AdminId,
+        until: WallTime,
+    },
+    /// `manual`: lifted by [`GateState::unlock`] rather than expired.
+    Unlocked {
+        admin: AdminId,
+        manual: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +219,7 @@ impl GateState {
                 c.failures.clear();
                 self.events.push_back(GateEvent::Unlocked {
                     admin: admin.clone(),
+                    manual: true,
                 });
             }
         }
@@ -223,8 +231,10 @@ impl GateState {
         for (id, c) in &mut self.admins {
             if c.locked_until.is_some_and(|t| t <= now) {
                 c.locked_until = None;
-                self.events
-                    .push_back(GateEvent::Unlocked { admin: id.clone() });
+                self.events.push_back(GateEvent::Unlocked {
+                    admin: id.clone(),
+                    manual: false,
+                });
             }
             c.failures.retain(|t| now.since(*t) < window);
             c.callbacks.retain(|t| now.since(*t) < RATE_WINDOW_S);
@@ -546,7 +556,10 @@ mod tests {
         s.handle_time(&p, until);
         assert_eq!(
             s.poll_event(),
-            Some(GateEvent::Unlocked { admin: id("1002") })
+            Some(GateEvent::Unlocked {
+                admin: id("1002"),
+                manual: false
+            })
         );
         assert!(matches!(
             decide(
@@ -656,7 +669,10 @@ mod tests {
         assert!(!s.is_locked(&id("1001"), NOW));
         assert_eq!(
             s.poll_event(),
-            Some(GateEvent::Unlocked { admin: id("1001") })
+            Some(GateEvent::Unlocked {
+                admin: id("1001"),
+                manual: true
+            })
         );
         s.unlock(&id("1001"));
         assert_eq!(s.poll_event(), None);
