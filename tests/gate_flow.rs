@@ -11,7 +11,7 @@ use dialback::gate::decide::{
     decide, Credentials, Decision, DenyReason, GateEvent, GateState, SignalSeen, StartRequest,
 };
 use dialback::gate::nonce::{
-    authenticate_message, challenge_values, issue_nonce, MessageAuth, MessageRequest, NonceKey,
+    authenticate_message, challenges, issue_nonce, MessageAuth, MessageRequest, NonceKey,
     ReplayTable,
 };
 use dialback::gate::pin::{digest_ha1s, verify_pin};
@@ -106,7 +106,7 @@ impl Gate {
         authz: Option<&str>,
         body: &[u8],
         now: WallTime,
-    ) -> Result<(Decision, String), [String; 2]> {
+    ) -> Result<(Decision, String), Vec<String>> {
         let req = MessageRequest {
             authorization: authz,
             method: "MESSAGE",
@@ -117,7 +117,7 @@ impl Gate {
             match authenticate_message(&self.policy, &self.key, &mut self.replay, &req, now) {
                 MessageAuth::Challenge { stale } => {
                     let nonce = issue_nonce(&self.key, now, &mut self.rng);
-                    return Err(challenge_values(self.policy.realm(), &nonce, stale));
+                    return Err(challenges(&self.policy, &nonce, stale));
                 }
                 MessageAuth::Authenticated(id) => Credentials::Valid(id),
                 MessageAuth::Rejected { claimed, .. } => Credentials::Invalid { claimed },

@@ -106,19 +106,54 @@ pub fn check_nonce(key: &NonceKey, nonce: &str, now: WallTime, ttl_s: u64) -> No
 /// (RFC 8760 §2.4: the server lists its preferred algorithm first). Both offer
 /// `qop="auth,auth-int"`; auth-int binds the start signal in the body to the credentials.
 pub fn challenge_values(realm: &str, nonce: &str, stale: bool) -> [String; 2] {
-    let one = |alg: Algorithm| {
-        let mut v = format!(
-            "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth,auth-int\"",
-            escape(realm),
-            nonce,
-            alg.as_str()
-        );
-        if stale {
-            v.push_str(", stale=true");
-        }
-        v
+    [
+        challenge_value(realm, nonce, Algorithm::Sha256, stale),
+        challenge_value(realm, nonce, Algorithm::Md5, stale),
+    ]
+}
+
+/// The 401 challenges for `policy`: one per algorithm some administrator has an HA1 for,
+/// SHA-256 first ([`offered_algorithms`]). Offering an algorithm no HA1 can verify would only
+/// make a user agent fail; and some MD5-only agents (sipsak 0.9.8) answer only the topmost
+/// challenge, so a policy with MD5 HA1s only offers MD5 only.
+pub fn challenges(policy: &Policy, nonce: &str, stale: bool) -> Vec<String> {
+    offered_algorithms(policy)
+        .into_iter()
+        .map(|alg| challenge_value(policy.realm(), nonce, alg, stale))
+        .collect()
+}
+
+/// Algorithms the policy can verify, SHA-256 before MD5. Never empty for a policy with digest
+/// credentials; empty if every administrator uses DTMF PINs only (then answer 403, not 401).
+pub fn offered_algorithms(policy: &Policy) -> Vec<Algorithm> {
+    let has = |f: fn(&super::policy::DigestHa1) -> Option<&str>| {
+        policy
+            .admins()
+            .iter()
+            .any(|a| a.ha1().and_then(f).is_some())
     };
-    [one(Algorithm::Sha256), one(Algorithm::Md5)]
+    let mut algs = Vec::with_capacity(2);
+    if has(|h| h.sha256()) {
+        algs.push(Algorithm::Sha256);
+    }
+    if has(|h| h.md5()) {
+        algs.push(Algorithm::Md5);
+    }
+    algs
+}
+
+/// One challenge value for `alg`.
+pub fn challenge_value(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> String {
+    let mut v = format!(
+        "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth,auth-int\"",
+        escape(realm),
+        nonce,
+        alg.as_str()
+    );
+    if stale {
+        v.push_str(", stale=true");
+    }
+    v
 }
 
 /// Why a replay check refused.
@@ -205,7 +240,7 @@ pub enum AuthFailure {
 pub enum MessageAuth {
     /// The digest verified: this is who sent it.
     Authenticated(AdminId),
-    /// Answer 401 with [`challenge_values`] (fresh nonce), `stale` as given. Not a failure.
+    /// Answer 401 with [`challenges`] (fresh nonce), `stale` as given. Not a failure.
     Challenge { stale: bool },
     /// Answer 403. `claimed` is the administrator named by a well-formed username, for
     /// lockout counting; `None` if no administrator has that ID.
@@ -442,6 +477,30 @@ mod tests {
             Algorithm::Sha256
         );
         assert!(!challenge_values("r", "n", false)[0].contains("stale"));
+    }
+
+    #[test]
+    fn policy_offers_only_algorithms_it_can_verify() {
+        let p = policy();
+        assert_eq!(
+            offered_algorithms(&p),
+            vec![Algorithm::Sha256, Algorithm::Md5]
+        );
+        assert_eq!(
+            challenges(&p, "n", false).to_vec(),
+            challenge_values("dialback", "n", false).to_vec()
+        );
+        let mut i = crate::gate::policy::tests::input();
+        for a in &mut i.admins {
+            a.ha1_sha256 = None;
+        }
+        let md5_only = Policy::parse(i.clone()).unwrap();
+        assert_eq!(offered_algorithms(&md5_only), vec![Algorithm::Md5]);
+        for a in &mut i.admins {
+            a.ha1_md5 = None;
+        }
+        let pins_only = Policy::parse(i).unwrap();
+        assert!(challenges(&pins_only, "n", false).is_empty());
     }
 
     #[test]
