@@ -171,7 +171,10 @@ fn authenticate_against(
 
 #[test]
 fn kamailio_accepts_our_md5_and_sha256_credentials_with_and_without_qop() {
-    // www_challenge flags: "0" no qop, "1" qop=auth (Kamailio auth module).
+    // www_challenge flags: "0" no qop, "1" qop=auth. Not auth-int ("2"): Kamailio 5.6 refuses
+    // it for MD5 and SHA-256 alike, and its auth module's check_response does not hash the
+    // body (the entity hash it passes is never filled), so it cannot judge RFC 2617 §3.2.2.3;
+    // our auth-int is covered by the round trip tests in `sip::digest`.
     for (alg_param, flags, alg, qop) in [
         ("MD5", "0", Algorithm::Md5, vec![]),
         ("MD5", "1", Algorithm::Md5, vec![Qop::Auth]),
