@@ -75,6 +75,7 @@ fn main() {
         signal: Default::default(),
         callback: Default::default(),
         security: Default::default(),
+        digest_algorithms: Vec::new(),
     })
     .expect("policy");
 

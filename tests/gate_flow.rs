@@ -51,6 +51,7 @@ fn policy() -> Policy {
         signal: Default::default(),
         callback: Default::default(),
         security: Default::default(),
+        digest_algorithms: Vec::new(),
     })
     .expect("valid policy")
 }

@@ -108,6 +108,8 @@ pub enum GateError {
         realm: String,
         expected: String,
     },
+    #[error("digest algorithm {value:?} is unknown or listed twice")]
+    BadAlgorithm { value: String },
     #[error("digest realm {value:?} must be 1-{max} printable characters")]
     BadRealm { value: String, max: usize },
     #[error("administrator digit {digit} is used twice")]

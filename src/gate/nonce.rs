@@ -112,10 +112,9 @@ pub fn challenge_values(realm: &str, nonce: &str, stale: bool) -> [String; 2] {
     ]
 }
 
-/// The 401 challenges for `policy`: one per algorithm some administrator has an HA1 for,
-/// SHA-256 first ([`offered_algorithms`]). Offering an algorithm no HA1 can verify would only
-/// make a user agent fail; and some MD5-only agents (sipsak 0.9.8) answer only the topmost
-/// challenge, so a policy with MD5 HA1s only offers MD5 only.
+/// The 401 challenges for `policy`: one per configured algorithm, in the configured order,
+/// that some administrator has an HA1 for ([`offered_algorithms`]). Offering an algorithm no
+/// HA1 can verify would only make a user agent fail.
 pub fn challenges(policy: &Policy, nonce: &str, stale: bool) -> Vec<String> {
     offered_algorithms(policy)
         .into_iter()
@@ -123,8 +122,9 @@ pub fn challenges(policy: &Policy, nonce: &str, stale: bool) -> Vec<String> {
         .collect()
 }
 
-/// Algorithms the policy can verify, SHA-256 before MD5. Never empty for a policy with digest
-/// credentials; empty if every administrator uses DTMF PINs only (then answer 403, not 401).
+/// The policy's digest algorithms (default SHA-256 then MD5) that it can verify: `-sess`
+/// variants use the same stored HA1 as their base algorithm. Empty if every administrator
+/// uses DTMF PINs only (then answer 403, not 401).
 pub fn offered_algorithms(policy: &Policy) -> Vec<Algorithm> {
     let has = |f: fn(&super::policy::DigestHa1) -> Option<&str>| {
         policy
@@ -132,14 +132,16 @@ pub fn offered_algorithms(policy: &Policy) -> Vec<Algorithm> {
             .iter()
             .any(|a| a.ha1().and_then(f).is_some())
     };
-    let mut algs = Vec::with_capacity(2);
-    if has(|h| h.sha256()) {
-        algs.push(Algorithm::Sha256);
-    }
-    if has(|h| h.md5()) {
-        algs.push(Algorithm::Md5);
-    }
-    algs
+    let (md5, sha256) = (has(|h| h.md5()), has(|h| h.sha256()));
+    policy
+        .digest_algorithms()
+        .iter()
+        .copied()
+        .filter(|alg| match alg {
+            Algorithm::Md5 | Algorithm::Md5Sess => md5,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => sha256,
+        })
+        .collect()
 }
 
 /// One challenge value for `alg`.
@@ -228,6 +230,8 @@ pub enum AuthFailure {
     /// RFC 2069 form without qop: no nonce count, so no replay protection.
     NoQop,
     UnknownUser,
+    /// The algorithm used is not one the policy offers (no downgrade to an unoffered one).
+    AlgorithmNotOffered,
     /// The administrator has no HA1 stored for the algorithm used.
     NoCredentialForAlgorithm,
     BadResponse,
@@ -298,6 +302,9 @@ pub fn authenticate_message(
     let (Some(_), Some(nc)) = (auth.qop, auth.nc) else {
         return reject(claimed, AuthFailure::NoQop);
     };
+    if !policy.digest_algorithms().contains(&auth.algorithm) {
+        return reject(claimed, AuthFailure::AlgorithmNotOffered);
+    }
     let Some(admin) = admin else {
         return reject(None, AuthFailure::UnknownUser);
     };
@@ -501,6 +508,13 @@ mod tests {
         }
         let pins_only = Policy::parse(i).unwrap();
         assert!(challenges(&pins_only, "n", false).is_empty());
+        let mut i = crate::gate::policy::tests::input();
+        i.digest_algorithms = vec!["MD5".into(), "SHA-256-sess".into()];
+        let md5_first = Policy::parse(i).unwrap();
+        assert_eq!(
+            offered_algorithms(&md5_first),
+            vec![Algorithm::Md5, Algorithm::Sha256Sess]
+        );
     }
 
     #[test]
@@ -622,6 +636,30 @@ mod tests {
             );
             assert!(table.is_empty(), "failed attempts must not fill the table");
         }
+        // Answering with an algorithm the policy does not offer is refused (no downgrade).
+        let mut i = crate::gate::policy::tests::input();
+        i.digest_algorithms = vec!["SHA-256".into()];
+        let sha_only = Policy::parse(i).unwrap();
+        let md5_answer = signed_message(
+            &challenge_value(p.realm(), &nonce, Algorithm::Md5, false),
+            "1001",
+            "pw",
+            1,
+            b"x",
+        );
+        assert_eq!(
+            authenticate_message(
+                &sha_only,
+                &k,
+                &mut ReplayTable::new(4),
+                &req(Some(&md5_answer), b"x"),
+                now
+            ),
+            MessageAuth::Rejected {
+                claimed: id("1001"),
+                failure: AuthFailure::AlgorithmNotOffered
+            }
+        );
         let h = signed_message(&ch, "1001", "pw", 1, b"x");
         let mut table = ReplayTable::new(16);
         let wrong_uri = MessageRequest {

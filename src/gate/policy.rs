@@ -12,6 +12,7 @@ use argon2::password_hash::PasswordHash;
 use serde::{Deserialize, Serialize};
 
 use super::GateError;
+use crate::sip::digest::Algorithm;
 
 /// Longest administrator ID (entered as DTMF digits, also the digest username).
 pub const MAX_ID_DIGITS: usize = 16;
@@ -410,6 +411,7 @@ pub struct Policy {
     signal: SignalPolicy,
     callback: CallbackPolicy,
     security: SecurityPolicy,
+    digest_algorithms: Vec<Algorithm>,
     dummy_pin_hash: String,
 }
 
@@ -429,6 +431,12 @@ pub struct PolicyInput {
     pub callback: CallbackInput,
     #[serde(default)]
     pub security: SecurityInput,
+    /// Digest algorithms to challenge with, in the order offered (`"SHA-256"`, `"MD5"`,
+    /// `"SHA-256-sess"`, `"MD5-sess"`). Empty: SHA-256 then MD5 (RFC 8760 §2.4 preference).
+    /// Put MD5 first for user agents that answer only the topmost challenge and know only
+    /// MD5 (baresip 1.0, sipsak 0.9.8); that downgrades agents that take the topmost too.
+    #[serde(default)]
+    pub digest_algorithms: Vec<String>,
 }
 
 /// Plain values for one administrator.
@@ -601,6 +609,7 @@ impl Policy {
             )?,
             nonce_ttl_s: range("security.nonce_ttl_s", x.nonce_ttl_s, 5, 3600)?,
         };
+        let digest_algorithms = parse_algorithms(&input.digest_algorithms)?;
         let dummy_pin_hash = dummy_hash_like(admins.iter().find_map(|a| a.pin_hash.as_deref()));
         Ok(Policy {
             realm,
@@ -608,6 +617,7 @@ impl Policy {
             signal,
             callback,
             security,
+            digest_algorithms,
             dummy_pin_hash,
         })
     }
@@ -632,6 +642,10 @@ impl Policy {
     }
     pub fn security(&self) -> &SecurityPolicy {
         &self.security
+    }
+    /// Digest algorithms to challenge with, in order (before filtering by the HA1s held).
+    pub fn digest_algorithms(&self) -> &[Algorithm] {
+        &self.digest_algorithms
     }
     /// A PHC string with the same argon2 parameters as the first administrator's PIN hash and
     /// a salt/hash no PIN can match: verified for unknown IDs so timing does not tell whether
@@ -708,6 +722,25 @@ fn parse_admin(a: &AdminInput, realm: &str) -> Result<Admin, GateError> {
         pin_hash,
         ha1,
     })
+}
+
+fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, GateError> {
+    if names.is_empty() {
+        return Ok(vec![Algorithm::Sha256, Algorithm::Md5]);
+    }
+    let mut algs = Vec::with_capacity(names.len());
+    for n in names {
+        let alg = Algorithm::parse(n).map_err(|_| GateError::BadAlgorithm {
+            value: n.chars().take(32).collect(),
+        })?;
+        if algs.contains(&alg) {
+            return Err(GateError::BadAlgorithm {
+                value: n.chars().take(32).collect(),
+            });
+        }
+        algs.push(alg);
+    }
+    Ok(algs)
 }
 
 fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<u64, GateError> {
@@ -836,6 +869,7 @@ pub(crate) mod tests {
             signal: SignalInput::default(),
             callback: CallbackInput::default(),
             security: SecurityInput::default(),
+            digest_algorithms: Vec::new(),
         }
     }
 
