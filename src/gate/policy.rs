@@ -433,8 +433,9 @@ pub struct PolicyInput {
     pub security: SecurityInput,
     /// Digest algorithms to challenge with, in the order offered (`"SHA-256"`, `"MD5"`,
     /// `"SHA-256-sess"`, `"MD5-sess"`). Empty: SHA-256 then MD5 (RFC 8760 §2.4 preference).
-    /// Put MD5 first for user agents that answer only the topmost challenge and know only
-    /// MD5 (baresip 1.0, sipsak 0.9.8); that downgrades agents that take the topmost too.
+    /// MD5-only user agents need MD5 first (sipsak 0.9.8 answers only the topmost
+    /// challenge) or alone (baresip 1.0 gives up if any challenge is SHA-256); either
+    /// downgrades agents that could do SHA-256.
     #[serde(default)]
     pub digest_algorithms: Vec<String>,
 }
