@@ -772,4 +772,76 @@ mod tests {
         f.decided(t, &allow());
         assert_eq!(drain(&mut f), HANGUP_OK.to_vec());
     }
+
+    #[derive(Debug, Clone)]
+    enum Input {
+        Digit(char),
+        Wait(u64),
+        Decide(u8),
+    }
+
+    fn arb_input() -> impl proptest::strategy::Strategy<Value = Input> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => proptest::sample::select("0123456789*#ABCDx".chars().collect::<Vec<_>>())
+                .prop_map(Input::Digit),
+            1 => (0u64..20_000).prop_map(Input::Wait),
+            1 => (0u8..4).prop_map(Input::Decide),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever is keyed, and whenever: no panic, at most `tries_per_call` attempts are
+        /// submitted, nothing happens after the hang-up, and a call never outlives its
+        /// timeouts.
+        #[test]
+        fn call_flow_stays_bounded_on_any_input(
+            separate in proptest::bool::ANY,
+            inputs in proptest::collection::vec(arb_input(), 0..300),
+        ) {
+            let (mut f, mut t) = flow(separate);
+            let tries = f.cfg.tries_per_call as usize;
+            let mut submits = 0;
+            let mut hangups = 0;
+            let mut after_hangup = 0;
+            for input in inputs {
+                match input {
+                    Input::Digit(c) => {
+                        t += Duration::from_millis(200);
+                        f.handle_digit(t, c);
+                    }
+                    Input::Wait(ms) => {
+                        t += Duration::from_millis(ms);
+                        f.handle_timeout(t);
+                    }
+                    Input::Decide(k) => {
+                        let d = match k {
+                            0 => allow(),
+                            1 => Decision::Deny(DenyReason::BadCredentials),
+                            2 => Decision::Deny(DenyReason::UnknownSignal),
+                            _ => Decision::Deny(DenyReason::RateLimited),
+                        };
+                        f.decided(t, &d);
+                    }
+                }
+                for a in drain(&mut f) {
+                    if hangups > 0 {
+                        after_hangup += 1;
+                    }
+                    match a {
+                        Action::Submit(_) => submits += 1,
+                        Action::Hangup => hangups += 1,
+                        Action::PlayCue(_) => {}
+                    }
+                }
+                if let Some(deadline) = f.poll_timeout() {
+                    proptest::prop_assert!(deadline <= t + FIRST_DIGIT_TIMEOUT);
+                }
+            }
+            proptest::prop_assert!(submits <= tries, "{} submits", submits);
+            proptest::prop_assert!(hangups <= 1);
+            proptest::prop_assert_eq!(after_hangup, 0);
+            proptest::prop_assert_eq!(f.is_done(), hangups == 1);
+        }
+    }
 }
