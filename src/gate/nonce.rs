@@ -701,4 +701,13 @@ mod tests {
             Err(ReplayRefusal::Replayed)
         );
     }
+
+    proptest::proptest! {
+        /// A nonce we did not issue is never fresh, whatever its shape (the MAC is 128 bits).
+        #[test]
+        fn arbitrary_nonces_are_never_fresh(n in "[0-9a-f]{80}|.{0,100}") {
+            let status = check_nonce(&key(), &n, WallTime(1000), 300);
+            proptest::prop_assert_eq!(status, NonceStatus::Invalid);
+        }
+    }
 }
