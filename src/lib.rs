@@ -14,10 +14,12 @@
 //! | module    | owns                                                                 |
 //! |-----------|----------------------------------------------------------------------|
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
+//! | `gate`    | the maintenance gate: auth steps, signals, decisions, lockout, audit |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod gate;
 pub mod runtime;
 pub mod sip;

@@ -1064,6 +1064,34 @@ mod tests {
         let _ = parse_challenge("Digest realm=\"\u{e9}\u{1F600}\", nonce=\u{e9}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic_on_arbitrary_input(s in ".{0,300}") {
+            let _ = parse_challenge(&s);
+            let _ = parse_authorization(&s);
+            let _ = parse_authorization(&format!("Digest {s}"));
+        }
+
+        #[test]
+        fn parsers_never_panic_on_param_soup(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce",
+                    "algorithm", "=", ",", "\"", "\\", " ", "auth", "MD5-sess", "00000001",
+                    "\u{e9}", "\r\n", "x",
+                ]),
+                0..40,
+            )
+        ) {
+            let s = format!("Digest {}", parts.concat());
+            let _ = parse_challenge(&s);
+            if let Ok(a) = parse_authorization(&s) {
+                let _ = verify(&a, &"0".repeat(64), "MESSAGE", b"");
+                let _ = verify(&a, &"0".repeat(32), "MESSAGE", b"");
+            }
+        }
+    }
+
     #[test]
     fn select_prefers_sha256_then_topmost() {
         let offered = [
