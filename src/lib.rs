@@ -16,4 +16,7 @@
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
+//! | `modem`   | software modems: V.22/V.22bis, scrambler, V.14 framing               |
 #![forbid(unsafe_code)]
+
+pub mod modem;
