@@ -83,7 +83,7 @@ const ACQUISITION_SYMBOLS: u32 = 40;
 const EQ_MU_TRAIN: f32 = 0.003;
 const EQ_MU_DATA: f32 = 0.0008;
 /// Gardner loop gains, samples of correction per unit normalised timing error.
-const TIMING_GAIN_ACQ: f64 = 0.4;
+const TIMING_STEP_ACQ: f64 = 0.5;
 const TIMING_GAIN_TRACK: f64 = 0.04;
 const TIMING_INTEGRAL: f64 = 0.0005;
 /// Carrier PLL gains (proportional, integral) per symbol.
@@ -604,10 +604,20 @@ impl V22bisModem {
             // Gardner timing error detector on the T/2 samples (normalised by the AGC target).
             let e = (y - self.rx.prev_sym) * self.rx.mid.conj();
             let ted = f64::from(e.re / MEAN_POINT_ENERGY).clamp(-2.0, 2.0);
-            let kp = if acquiring { TIMING_GAIN_ACQ } else { TIMING_GAIN_TRACK };
-            self.rx.timing_integral = (self.rx.timing_integral + TIMING_INTEGRAL * ted).clamp(-0.05, 0.05);
-            // A positive error means we sample late: bring the next instant forward.
-            self.rx.front.adjust(-(kp * ted + self.rx.timing_integral));
+            // A positive error means we sample late: bring the next instant forward. While
+            // acquiring, a fixed-size (sign) step leaves the unstable mid-symbol equilibrium
+            // quickly, as S1 has an equilibrium there too.
+            let n = self.rx.symbols_since_carrier;
+            let step = if n < ACQUISITION_SYMBOLS / 2 {
+                TIMING_STEP_ACQ * ted.signum()
+            } else if acquiring {
+                0.3 * TIMING_STEP_ACQ * ted.signum()
+            } else {
+                self.rx.timing_integral =
+                    (self.rx.timing_integral + TIMING_INTEGRAL * ted).clamp(-0.05, 0.05);
+                TIMING_GAIN_TRACK * ted + self.rx.timing_integral
+            };
+            self.rx.front.adjust(-step);
         }
         self.rx.prev_sym = y;
 
@@ -629,7 +639,7 @@ impl V22bisModem {
             } else if self.rx.theta < -PI {
                 self.rx.theta += 2.0 * PI;
             }
-            if self.eq_adapts() {
+            if !acquiring && self.eq_adapts() {
                 let mu = if self.rx.stage == RxStage::Data { EQ_MU_DATA } else { EQ_MU_TRAIN };
                 self.rx.eq.update(err * Cpx::expj(self.rx.theta), mu);
             }
@@ -907,3 +917,4 @@ mod tests {
         assert_eq!(V22bisModem::new(Role::Caller, cfg).err(), Some(V22Error::TxLevelOutOfRange { dbm0: 3.0 }));
     }
 }
+
