@@ -27,7 +27,11 @@ impl Default for Equalizer {
 impl Equalizer {
     /// A pass-through equaliser (unit centre tap).
     pub fn new() -> Self {
-        let mut e = Self { taps: [Cpx::default(); EQ_TAPS], buf: [Cpx::default(); EQ_TAPS], newest: 0 };
+        let mut e = Self {
+            taps: [Cpx::default(); EQ_TAPS],
+            buf: [Cpx::default(); EQ_TAPS],
+            newest: 0,
+        };
         e.reset();
         e
     }

@@ -91,7 +91,10 @@ impl Sub for Cpx {
 impl Mul for Cpx {
     type Output = Cpx;
     fn mul(self, o: Cpx) -> Cpx {
-        Cpx::new(self.re * o.re - self.im * o.im, self.re * o.im + self.im * o.re)
+        Cpx::new(
+            self.re * o.re - self.im * o.im,
+            self.re * o.im + self.im * o.re,
+        )
     }
 }
 

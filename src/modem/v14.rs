@@ -18,7 +18,10 @@ pub struct CharFormat {
 
 impl Default for CharFormat {
     fn default() -> Self {
-        Self { data_bits: 8, stop_bits: 1 }
+        Self {
+            data_bits: 8,
+            stop_bits: 1,
+        }
     }
 }
 
@@ -44,7 +47,11 @@ pub struct V14Tx {
 impl V14Tx {
     /// A transmitter idling at binary 1.
     pub fn new(format: CharFormat) -> Self {
-        Self { format: format.clamped(), shift: 0, left: 0 }
+        Self {
+            format: format.clamped(),
+            shift: 0,
+            left: 0,
+        }
     }
 
     /// True when no character is in progress (the next bit may start a new one).
@@ -83,7 +90,12 @@ pub struct V14Rx {
 impl V14Rx {
     /// A receiver hunting for a start bit.
     pub fn new(format: CharFormat) -> Self {
-        Self { format: format.clamped(), collected: None, value: 0, framing_errors: 0 }
+        Self {
+            format: format.clamped(),
+            collected: None,
+            value: 0,
+            framing_errors: 0,
+        }
     }
 
     /// Characters dropped because their stop bit was 0.
@@ -140,7 +152,11 @@ mod tests {
         let mut it = data.iter().copied();
         let mut out = Vec::new();
         for i in 0..10_000 {
-            let bit = if i % 37 < 5 && tx.idle() { tx.next_bit(|| None) } else { tx.next_bit(|| it.next()) };
+            let bit = if i % 37 < 5 && tx.idle() {
+                tx.next_bit(|| None)
+            } else {
+                tx.next_bit(|| it.next())
+            };
             if let Some(c) = rx.push_bit(bit) {
                 out.push(c);
             }
@@ -171,7 +187,10 @@ mod tests {
 
     #[test]
     fn seven_bit_two_stop_format_round_trips() {
-        let f = CharFormat { data_bits: 7, stop_bits: 2 };
+        let f = CharFormat {
+            data_bits: 7,
+            stop_bits: 2,
+        };
         let mut tx = V14Tx::new(f);
         let mut rx = V14Rx::new(f);
         let data = b"Hello, V.14";

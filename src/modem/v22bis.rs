@@ -198,14 +198,26 @@ pub enum V22Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TxSeg {
     Silence,
-    AnswerTone { left: u32 },
-    PostAnswerTone { left: u32 },
+    AnswerTone {
+        left: u32,
+    },
+    PostAnswerTone {
+        left: u32,
+    },
     /// Caller's timed silence after qualifying USB1.
-    Wait { left: u32 },
+    Wait {
+        left: u32,
+    },
     UnscrambledOnes,
-    S1 { left: u32 },
-    Ones1200 { left: Option<u32> },
-    Ones2400 { left: u32 },
+    S1 {
+        left: u32,
+    },
+    Ones1200 {
+        left: Option<u32>,
+    },
+    Ones2400 {
+        left: u32,
+    },
     Data,
 }
 
@@ -217,15 +229,25 @@ enum RxStage {
     /// Caller: looking for 155 ms of unscrambled ones.
     HuntUsb1,
     /// Caller: waiting for the unscrambled ones to end.
-    Usb1Sustain { history: u8 },
+    Usb1Sustain {
+        history: u8,
+    },
     /// Looking for S1 or for scrambled ones at 1200 bit/s (V.22).
-    Hunt1200 { symbols: u32 },
+    Hunt1200 {
+        symbols: u32,
+    },
     /// Circuit 112 ON: counting to the 16-way decision point.
-    After112 { symbols: u32 },
+    After112 {
+        symbols: u32,
+    },
     /// Waiting for 32 ones at 2400 bit/s.
-    WaitOnes2400 { symbols: u32 },
+    WaitOnes2400 {
+        symbols: u32,
+    },
     /// V.22 answerer: timed scrambled ones before data.
-    WaitV22 { left: u32 },
+    WaitV22 {
+        left: u32,
+    },
     Data,
 }
 
@@ -300,7 +322,9 @@ impl V22bisModem {
     /// ones), the caller listens.
     pub fn new(role: Role, cfg: V22Config) -> Result<Self, V22Error> {
         if !(-43.0..=0.0).contains(&cfg.tx_level_dbm0) {
-            return Err(V22Error::TxLevelOutOfRange { dbm0: cfg.tx_level_dbm0 });
+            return Err(V22Error::TxLevelOutOfRange {
+                dbm0: cfg.tx_level_dbm0,
+            });
         }
         let (tx_carrier, rx_carrier) = match role {
             Role::Caller => (LOW_CARRIER_HZ, HIGH_CARRIER_HZ),
@@ -310,7 +334,11 @@ impl V22bisModem {
         let total_power = (DBM0_RMS * 10f32.powf(cfg.tx_level_dbm0 / 20.0)).powi(2);
         // V.22bis §2.2: guard tone 3 dB (550 Hz) or 6 dB (1800 Hz) below the data signal, the
         // total staying at the nominal level.
-        let guard = if role == Role::Answerer { cfg.guard_tone } else { GuardTone::None };
+        let guard = if role == Role::Answerer {
+            cfg.guard_tone
+        } else {
+            GuardTone::None
+        };
         let (guard_hz, guard_rel) = match guard {
             GuardTone::None => (0.0, 0.0),
             GuardTone::Hz550 => (550.0, 10f32.powf(-0.3)),
@@ -320,12 +348,20 @@ impl V22bisModem {
         let gain = (signal_power / (MEAN_POINT_ENERGY * shaper.unit_power())).sqrt();
         let guard_amp = (2.0 * signal_power * guard_rel).sqrt();
         // 550 Hz repeats every 160 samples, 1800 Hz every 40, 2100 Hz every 80.
-        let guard_table = if guard_hz > 0.0 { tone_table(guard_hz, 160, guard_amp) } else { Vec::new() };
+        let guard_table = if guard_hz > 0.0 {
+            tone_table(guard_hz, 160, guard_amp)
+        } else {
+            Vec::new()
+        };
         let ans_table = tone_table(ANSWER_TONE_HZ, 80, (2.0 * total_power).sqrt());
         let seg = match role {
             Role::Caller => TxSeg::Silence,
-            Role::Answerer if cfg.answer_tone => TxSeg::AnswerTone { left: ANSWER_TONE_SAMPLES },
-            Role::Answerer => TxSeg::PostAnswerTone { left: POST_ANSWER_TONE_SAMPLES },
+            Role::Answerer if cfg.answer_tone => TxSeg::AnswerTone {
+                left: ANSWER_TONE_SAMPLES,
+            },
+            Role::Answerer => TxSeg::PostAnswerTone {
+                left: POST_ANSWER_TONE_SAMPLES,
+            },
         };
         Ok(Self {
             role,
@@ -456,7 +492,9 @@ impl V22bisModem {
         if !self.connected && self.rx.stage == RxStage::Data && self.tx.seg == TxSeg::Data {
             self.connected = true;
             self.rx.retraining = false;
-            self.emit(ModemEvent::Connected { rate_bps: self.rate.bps() });
+            self.emit(ModemEvent::Connected {
+                rate_bps: self.rate.bps(),
+            });
         }
     }
 
@@ -466,17 +504,28 @@ impl V22bisModem {
         match self.tx.seg {
             TxSeg::AnswerTone { left } => {
                 self.tx.seg = if left <= 1 {
-                    TxSeg::PostAnswerTone { left: POST_ANSWER_TONE_SAMPLES }
+                    TxSeg::PostAnswerTone {
+                        left: POST_ANSWER_TONE_SAMPLES,
+                    }
                 } else {
                     TxSeg::AnswerTone { left: left - 1 }
                 };
-                let v = self.tx.ans_table.get(self.tx.ans_idx).copied().unwrap_or(0.0);
+                let v = self
+                    .tx
+                    .ans_table
+                    .get(self.tx.ans_idx)
+                    .copied()
+                    .unwrap_or(0.0);
                 self.tx.ans_idx = (self.tx.ans_idx + 1) % self.tx.ans_table.len().max(1);
                 return v;
             }
             TxSeg::PostAnswerTone { left } => {
                 // V.22bis §6.3.1.1.2 a): after the answer sequence, unscrambled binary 1.
-                self.tx.seg = if left <= 1 { TxSeg::UnscrambledOnes } else { TxSeg::PostAnswerTone { left: left - 1 } };
+                self.tx.seg = if left <= 1 {
+                    TxSeg::UnscrambledOnes
+                } else {
+                    TxSeg::PostAnswerTone { left: left - 1 }
+                };
                 return 0.0;
             }
             _ => {}
@@ -510,7 +559,9 @@ impl V22bisModem {
     /// The next transmitted symbol, advancing the V.22bis §6.3 segment sequence.
     fn tx_symbol(&mut self) -> Cpx {
         match self.tx.seg {
-            TxSeg::Silence | TxSeg::AnswerTone { .. } | TxSeg::PostAnswerTone { .. } => Cpx::default(),
+            TxSeg::Silence | TxSeg::AnswerTone { .. } | TxSeg::PostAnswerTone { .. } => {
+                Cpx::default()
+            }
             TxSeg::Wait { left } => {
                 self.tx.seg = if left > 1 {
                     TxSeg::Wait { left: left - 1 }
@@ -533,7 +584,11 @@ impl V22bisModem {
                 let dibit = if self.tx.s1_phase { 0b11 } else { 0b00 };
                 self.tx.s1_phase = !self.tx.s1_phase;
                 self.tx.quadrant = (self.tx.quadrant + phase_step(dibit)) & 3;
-                self.tx.seg = if left > 1 { TxSeg::S1 { left: left - 1 } } else { self.tx.after_s1 };
+                self.tx.seg = if left > 1 {
+                    TxSeg::S1 { left: left - 1 }
+                } else {
+                    self.tx.after_s1
+                };
                 point(self.tx.quadrant, BITS_1200)
             }
             TxSeg::Ones1200 { left } => {
@@ -541,9 +596,13 @@ impl V22bisModem {
                 self.tx.quadrant = (self.tx.quadrant + phase_step(dibit)) & 3;
                 if let Some(left) = left {
                     self.tx.seg = if left > 1 {
-                        TxSeg::Ones1200 { left: Some(left - 1) }
+                        TxSeg::Ones1200 {
+                            left: Some(left - 1),
+                        }
                     } else if self.rate == Rate::R2400 {
-                        TxSeg::Ones2400 { left: ONES_2400_SYMBOLS }
+                        TxSeg::Ones2400 {
+                            left: ONES_2400_SYMBOLS,
+                        }
                     } else {
                         TxSeg::Data
                     };
@@ -554,13 +613,21 @@ impl V22bisModem {
                 let dibit = self.scrambled_bits(2);
                 let bits = self.scrambled_bits(2);
                 self.tx.quadrant = (self.tx.quadrant + phase_step(dibit)) & 3;
-                self.tx.seg = if left > 1 { TxSeg::Ones2400 { left: left - 1 } } else { TxSeg::Data };
+                self.tx.seg = if left > 1 {
+                    TxSeg::Ones2400 { left: left - 1 }
+                } else {
+                    TxSeg::Data
+                };
                 point(self.tx.quadrant, bits)
             }
             TxSeg::Data => {
                 let dibit = self.scrambled_bits(2);
                 self.tx.quadrant = (self.tx.quadrant + phase_step(dibit)) & 3;
-                let bits = if self.rate == Rate::R2400 { self.scrambled_bits(2) } else { BITS_1200 };
+                let bits = if self.rate == Rate::R2400 {
+                    self.scrambled_bits(2)
+                } else {
+                    BITS_1200
+                };
                 point(self.tx.quadrant, bits)
             }
         }
@@ -640,7 +707,11 @@ impl V22bisModem {
                 self.rx.theta += 2.0 * PI;
             }
             if !acquiring && self.eq_adapts() {
-                let mu = if self.rx.stage == RxStage::Data { EQ_MU_DATA } else { EQ_MU_TRAIN };
+                let mu = if self.rx.stage == RxStage::Data {
+                    EQ_MU_DATA
+                } else {
+                    EQ_MU_TRAIN
+                };
                 self.rx.eq.update(err * Cpx::expj(self.rx.theta), mu);
             }
             self.rx.mse += (err.norm_sqr() / MEAN_POINT_ENERGY - self.rx.mse) / 64.0;
@@ -651,13 +722,19 @@ impl V22bisModem {
     }
 
     fn eq_adapts(&self) -> bool {
-        !matches!(self.rx.stage, RxStage::Idle | RxStage::HuntUsb1 | RxStage::Usb1Sustain { .. })
+        !matches!(
+            self.rx.stage,
+            RxStage::Idle | RxStage::HuntUsb1 | RxStage::Usb1Sustain { .. }
+        )
     }
 
     fn carrier_detect(&mut self, y_raw: Cpx) {
         // Mean square of the matched-filter output is half the in-band line power.
         self.rx.det_power += (y_raw.norm_sqr() - self.rx.det_power) / 24.0;
-        let line_dbm0 = 10.0 * (2.0 * self.rx.det_power / (DBM0_RMS * DBM0_RMS)).max(1e-12).log10();
+        let line_dbm0 = 10.0
+            * (2.0 * self.rx.det_power / (DBM0_RMS * DBM0_RMS))
+                .max(1e-12)
+                .log10();
         if !self.rx.carrier_on {
             if line_dbm0 > CARRIER_ON_DBM0 {
                 self.rx.carrier_on = true;
@@ -731,7 +808,9 @@ impl V22bisModem {
             self.rx.awaiting_s1 = true;
             self.rx.stage = RxStage::Hunt1200 { symbols: 0 };
         } else {
-            self.tx.after_s1 = TxSeg::Ones1200 { left: Some(TO_2400_SYMBOLS - S1_SYMBOLS) };
+            self.tx.after_s1 = TxSeg::Ones1200 {
+                left: Some(TO_2400_SYMBOLS - S1_SYMBOLS),
+            };
             self.rx.awaiting_s1 = false;
             self.rx.stage = RxStage::After112 { symbols: 0 };
         }
@@ -745,7 +824,11 @@ impl V22bisModem {
         let quad = (u16::from(dibit) << 2) | u16::from(bits);
         let mut out = [0u8; 4];
         for (i, o) in out.iter_mut().enumerate().take(nbits) {
-            let line = if nbits == 4 { (quad >> (3 - i)) & 1 } else { (u16::from(dibit) >> (1 - i)) & 1 };
+            let line = if nbits == 4 {
+                (quad >> (3 - i)) & 1
+            } else {
+                (u16::from(dibit) >> (1 - i)) & 1
+            };
             let b = self.rx.descrambler.descramble(line as u8);
             *o = b;
             if b == 1 {
@@ -781,7 +864,9 @@ impl V22bisModem {
                     && (dibit == 0b11 || dibit == 0b00)
                     && self.rx.same_dibit_run >= USB1_DETECT_SYMBOLS
                 {
-                    self.tx.seg = TxSeg::Wait { left: CALLER_SILENCE_SYMBOLS };
+                    self.tx.seg = TxSeg::Wait {
+                        left: CALLER_SILENCE_SYMBOLS,
+                    };
                     self.rx.stage = RxStage::Usb1Sustain { history: 0 };
                 }
             }
@@ -800,12 +885,16 @@ impl V22bisModem {
                     // Circuit 112 ON at the end of S1.
                     self.rate = Rate::R2400;
                     if self.rx.awaiting_s1 {
-                        self.tx.seg = TxSeg::Ones1200 { left: Some(TO_2400_SYMBOLS) };
+                        self.tx.seg = TxSeg::Ones1200 {
+                            left: Some(TO_2400_SYMBOLS),
+                        };
                     } else {
                         // V.22bis §6.3.1.1.2 b): answer with S1, then scrambled ones.
                         self.tx.s1_phase = false;
                         self.tx.seg = TxSeg::S1 { left: S1_SYMBOLS };
-                        self.tx.after_s1 = TxSeg::Ones1200 { left: Some(TO_2400_SYMBOLS - S1_SYMBOLS) };
+                        self.tx.after_s1 = TxSeg::Ones1200 {
+                            left: Some(TO_2400_SYMBOLS - S1_SYMBOLS),
+                        };
                     }
                     self.rx.awaiting_s1 = false;
                     self.rx.stage = RxStage::After112 { symbols: 0 };
@@ -819,10 +908,14 @@ impl V22bisModem {
                     // V.22bis §6.3.1.2: the far end is a V.22 modem.
                     self.rate = Rate::R1200;
                     self.rx.awaiting_s1 = false;
-                    self.tx.seg = TxSeg::Ones1200 { left: Some(V22_TAIL_SYMBOLS) };
+                    self.tx.seg = TxSeg::Ones1200 {
+                        left: Some(V22_TAIL_SYMBOLS),
+                    };
                     self.rx.stage = match self.role {
                         Role::Caller => RxStage::Data,
-                        Role::Answerer => RxStage::WaitV22 { left: V22_TAIL_SYMBOLS },
+                        Role::Answerer => RxStage::WaitV22 {
+                            left: V22_TAIL_SYMBOLS,
+                        },
                     };
                 }
             }
@@ -837,14 +930,20 @@ impl V22bisModem {
             }
             RxStage::WaitOnes2400 { symbols } => {
                 let symbols = symbols + 1;
-                self.rx.stage = if self.rx.ones_run >= ONES_TO_CONNECT || symbols >= WAIT_2400_TIMEOUT_SYMBOLS {
+                self.rx.stage = if self.rx.ones_run >= ONES_TO_CONNECT
+                    || symbols >= WAIT_2400_TIMEOUT_SYMBOLS
+                {
                     RxStage::Data
                 } else {
                     RxStage::WaitOnes2400 { symbols }
                 };
             }
             RxStage::WaitV22 { left } => {
-                self.rx.stage = if left > 1 { RxStage::WaitV22 { left: left - 1 } } else { RxStage::Data };
+                self.rx.stage = if left > 1 {
+                    RxStage::WaitV22 { left: left - 1 }
+                } else {
+                    RxStage::Data
+                };
             }
             RxStage::Data => {
                 if self.rate == Rate::R2400 && s1_ended >= S1_RETRAIN_REPEATS {
@@ -881,7 +980,11 @@ fn tone_table(freq_hz: f32, period: usize, amplitude: f32) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    fn run_pair(caller_cfg: V22Config, answerer_cfg: V22Config, seconds: u32) -> (V22bisModem, V22bisModem, Vec<ModemEvent>, Vec<ModemEvent>) {
+    fn run_pair(
+        caller_cfg: V22Config,
+        answerer_cfg: V22Config,
+        seconds: u32,
+    ) -> (V22bisModem, V22bisModem, Vec<ModemEvent>, Vec<ModemEvent>) {
         let mut c = V22bisModem::new(Role::Caller, caller_cfg).unwrap();
         let mut a = V22bisModem::new(Role::Answerer, answerer_cfg).unwrap();
         let mut ce = Vec::new();
@@ -905,16 +1008,30 @@ mod tests {
 
     #[test]
     fn linear_pair_connects_at_2400() {
-        let cfg = V22Config { answer_tone: false, ..V22Config::default() };
+        let cfg = V22Config {
+            answer_tone: false,
+            ..V22Config::default()
+        };
         let (_, _, ce, ae) = run_pair(cfg, cfg, 6);
-        assert!(ce.contains(&ModemEvent::Connected { rate_bps: 2400 }), "caller {ce:?}");
-        assert!(ae.contains(&ModemEvent::Connected { rate_bps: 2400 }), "answerer {ae:?}");
+        assert!(
+            ce.contains(&ModemEvent::Connected { rate_bps: 2400 }),
+            "caller {ce:?}"
+        );
+        assert!(
+            ae.contains(&ModemEvent::Connected { rate_bps: 2400 }),
+            "answerer {ae:?}"
+        );
     }
 
     #[test]
     fn out_of_range_level_is_rejected() {
-        let cfg = V22Config { tx_level_dbm0: 3.0, ..V22Config::default() };
-        assert_eq!(V22bisModem::new(Role::Caller, cfg).err(), Some(V22Error::TxLevelOutOfRange { dbm0: 3.0 }));
+        let cfg = V22Config {
+            tx_level_dbm0: 3.0,
+            ..V22Config::default()
+        };
+        assert_eq!(
+            V22bisModem::new(Role::Caller, cfg).err(),
+            Some(V22Error::TxLevelOutOfRange { dbm0: 3.0 })
+        );
     }
 }
-
