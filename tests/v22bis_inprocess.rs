@@ -157,3 +157,195 @@ fn handshake_after_a_v25_answer_tone_connects_at_2400() {
     let t = o.connect_samples.expect("connected") as f64 / 8000.0;
     assert!(t < 3.375 + 2.0, "connect after {t:.2} s");
 }
+
+/// A connected pair driven frame by frame, with hooks for impairments.
+struct Pair {
+    c: V22bisModem,
+    a: V22bisModem,
+    ce: Vec<ModemEvent>,
+    ae: Vec<ModemEvent>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair {
+            c: V22bisModem::new(Role::Caller, cfg(Rate::R2400)).expect("cfg"),
+            a: V22bisModem::new(Role::Answerer, cfg(Rate::R2400)).expect("cfg"),
+            ce: Vec::new(),
+            ae: Vec::new(),
+        }
+    }
+
+    /// One 20 ms frame; `gap` replaces both received frames with silence, `lost` uses
+    /// `push_lost` instead.
+    fn frame(&mut self, gap: bool, lost: bool) {
+        let mut cb = [0i16; FRAME];
+        let mut ab = [0i16; FRAME];
+        self.c.fill(&mut cb);
+        self.a.fill(&mut ab);
+        Law::Ulaw.tandem(&mut cb);
+        Law::Ulaw.tandem(&mut ab);
+        if gap {
+            cb = [0; FRAME];
+            ab = [0; FRAME];
+        }
+        if lost {
+            self.c.push_lost(FRAME);
+            self.a.push_lost(FRAME);
+        } else {
+            self.c.push(&ab);
+            self.a.push(&cb);
+        }
+        while let Some(e) = self.c.poll_event() {
+            self.ce.push(e);
+        }
+        while let Some(e) = self.a.poll_event() {
+            self.ae.push(e);
+        }
+    }
+
+    fn connect(&mut self) {
+        for _ in 0..200 {
+            self.frame(false, false);
+            if self.c.rate().is_some() && self.a.rate().is_some() {
+                return;
+            }
+        }
+        panic!("no connect: {:?} / {:?}", self.ce, self.ae);
+    }
+
+    /// Caller sends `data`, answerer echoes, for `frames` frames; returns what came back.
+    fn echo(&mut self, data: &[u8], frames: usize) -> Vec<u8> {
+        let mut sent = 0;
+        let mut got = Vec::new();
+        for _ in 0..frames {
+            if sent < data.len() {
+                sent += self.c.write(&data[sent..]);
+            }
+            let (c0, a0) = (self.ce.len(), self.ae.len());
+            self.frame(false, false);
+            let back: Vec<u8> = self.ae[a0..].iter().filter_map(|e| if let ModemEvent::Data(b) = e { Some(*b) } else { None }).collect();
+            self.a.write(&back);
+            got.extend(self.ce[c0..].iter().filter_map(|e| if let ModemEvent::Data(b) = e { Some(*b) } else { None }));
+        }
+        got
+    }
+}
+
+#[test]
+fn events_do_not_depend_on_how_samples_are_chunked() {
+    let run = |split_seed: Option<u64>| -> (Vec<ModemEvent>, Vec<ModemEvent>, Vec<i16>) {
+        let mut c = V22bisModem::new(Role::Caller, cfg(Rate::R2400)).expect("cfg");
+        let mut a = V22bisModem::new(Role::Answerer, cfg(Rate::R2400)).expect("cfg");
+        let mut rng = split_seed.map(Rng::new);
+        let payload = Rng::new(9).bytes(64);
+        let (mut ce, mut ae, mut line) = (Vec::new(), Vec::new(), Vec::new());
+        for f in 0..250 {
+            let mut cb = [0i16; FRAME];
+            let mut ab = [0i16; FRAME];
+            // Chunk boundaries inside the frame: none, or random ones.
+            let mut cuts = vec![0, FRAME];
+            if let Some(r) = rng.as_mut() {
+                for _ in 0..r.below(6) {
+                    cuts.push(r.below(FRAME as u64) as usize);
+                }
+            }
+            cuts.sort_unstable();
+            for w in cuts.windows(2) {
+                c.fill(&mut cb[w[0]..w[1]]);
+                a.fill(&mut ab[w[0]..w[1]]);
+            }
+            for w in cuts.windows(2) {
+                c.push(&ab[w[0]..w[1]]);
+                a.push(&cb[w[0]..w[1]]);
+            }
+            line.extend_from_slice(&cb);
+            if f == 150 {
+                c.write(&payload);
+            }
+            while let Some(e) = c.poll_event() {
+                ce.push(e);
+            }
+            while let Some(e) = a.poll_event() {
+                ae.push(e);
+            }
+        }
+        (ce, ae, line)
+    };
+    let reference = run(None);
+    assert!(reference.0.contains(&ModemEvent::Connected { rate_bps: 2400 }));
+    assert_eq!(reference.1.iter().filter(|e| matches!(e, ModemEvent::Data(_))).count(), 64);
+    for seed in 1..4 {
+        let other = run(Some(seed));
+        assert_eq!(other.0, reference.0, "caller events, split seed {seed}");
+        assert_eq!(other.1, reference.1, "answerer events, split seed {seed}");
+        assert_eq!(other.2, reference.2, "caller line samples, split seed {seed}");
+    }
+}
+
+#[test]
+fn one_percent_lost_frames_never_drop_the_carrier() {
+    let mut p = Pair::new();
+    p.connect();
+    let mut rng = Rng::new(17);
+    for _ in 0..3000 {
+        let lost = rng.below(100) == 0;
+        p.frame(false, lost);
+    }
+    assert!(!p.ce.contains(&ModemEvent::CarrierLost) && !p.ae.contains(&ModemEvent::CarrierLost));
+    // After the losses the link still carries data exactly.
+    let data = Rng::new(18).bytes(200);
+    let back = p.echo(&data, 150);
+    assert_eq!(back, data);
+}
+
+#[test]
+fn retrain_request_retrains_at_2400_without_fallback_and_data_resumes() {
+    let mut p = Pair::new();
+    p.connect();
+    p.c.request_retrain();
+    for _ in 0..150 {
+        p.frame(false, false);
+    }
+    assert!(p.ce.contains(&ModemEvent::Retrain), "{:?}", p.ce);
+    assert!(p.ae.contains(&ModemEvent::Retrain), "{:?}", p.ae);
+    let connects = |ev: &[ModemEvent]| ev.iter().filter(|e| **e == ModemEvent::Connected { rate_bps: 2400 }).count();
+    assert_eq!(connects(&p.ce), 2);
+    assert_eq!(connects(&p.ae), 2);
+    let data = Rng::new(19).bytes(150);
+    assert_eq!(p.echo(&data, 120), data);
+}
+
+#[test]
+fn short_silent_gap_keeps_the_connection() {
+    let mut p = Pair::new();
+    p.connect();
+    for i in 0..60 {
+        // 200 ms of silence in both directions after 0.4 s.
+        p.frame((20..30).contains(&i), false);
+    }
+    assert!(!p.ce.contains(&ModemEvent::CarrierLost));
+    let data = Rng::new(20).bytes(150);
+    assert_eq!(p.echo(&data, 150), data);
+}
+
+#[test]
+fn long_silence_reports_carrier_lost() {
+    let mut p = Pair::new();
+    p.connect();
+    for _ in 0..50 {
+        p.frame(true, false);
+    }
+    assert!(p.ce.contains(&ModemEvent::CarrierLost));
+    assert!(p.ae.contains(&ModemEvent::CarrierLost));
+    assert_eq!(p.c.rate(), None);
+}
+
+#[test]
+fn write_applies_back_pressure() {
+    let mut m = V22bisModem::new(Role::Caller, cfg(Rate::R2400)).expect("cfg");
+    let big = vec![0x55u8; 10_000];
+    let n = m.write(&big);
+    assert_eq!(n, dialback::modem::v22bis::TX_QUEUE_BYTES);
+    assert_eq!(m.write(&big), 0);
+}

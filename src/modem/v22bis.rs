@@ -263,6 +263,19 @@ pub struct V22bisModem {
     tx: Tx,
     rx: Rx,
     tx_queue: VecDeque<u8>,
+    stats: RxStats,
+}
+
+/// Receive counters, for diagnostics and bit-error measurements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxStats {
+    /// Descrambled bits delivered to the V.14 layer while connected.
+    pub data_bits: u64,
+    /// How many of those were 0. While the far end idles (V.14 idle is binary 1, scrambled
+    /// on the line) this is the bit error count of a scrambled-ones test pattern.
+    pub zero_bits: u64,
+    /// Retrains started by either end.
+    pub retrains: u64,
 }
 
 #[derive(Debug)]
@@ -414,6 +427,7 @@ impl V22bisModem {
                 retraining: false,
             },
             tx_queue: VecDeque::with_capacity(TX_QUEUE_BYTES),
+            stats: RxStats::default(),
         })
     }
 
@@ -429,6 +443,11 @@ impl V22bisModem {
         let n = room.min(data.len());
         self.tx_queue.extend(&data[..n]);
         n
+    }
+
+    /// Receive counters.
+    pub fn stats(&self) -> RxStats {
+        self.stats
     }
 
     /// Bytes queued but not yet sent.
@@ -794,6 +813,7 @@ impl V22bisModem {
     }
 
     fn start_retrain(&mut self, initiator: bool) {
+        self.stats.retrains += 1;
         // V.22bis §6.3.1.3: S1, scrambled ones at 1200 bit/s, then as in the start-up.
         self.connected = false;
         self.rx.retraining = true;
@@ -952,6 +972,8 @@ impl V22bisModem {
                 }
                 if self.connected {
                     for &b in out.iter().take(nbits) {
+                        self.stats.data_bits += 1;
+                        self.stats.zero_bits += u64::from(b == 0);
                         if let Some(c) = self.rx.v14.push_bit(b) {
                             self.emit(ModemEvent::Data(c));
                         }

@@ -37,6 +37,9 @@ static int tx_shift, tx_left;
 /* Receive framing state. */
 static int rx_count = -1, rx_value;
 static long rx_chars, rx_framing_errors;
+/* Bits received after training; zeros among them are errors while the far end idles. */
+static long data_bits, zero_bits;
+static int trained;
 
 static int get_bit(void *user_data)
 {
@@ -66,6 +69,7 @@ static void status(void *user_data, int st)
         fprintf(stderr, "STATUS carrier_down frame=%ld\n", frames);
         break;
     case SIG_STATUS_TRAINING_SUCCEEDED:
+        trained = 1;
         fprintf(stderr, "CONNECT %d frame=%ld\n", v22bis_get_current_bit_rate(modem), frames);
         break;
     case SIG_STATUS_TRAINING_FAILED:
@@ -88,6 +92,10 @@ static void put_bit(void *user_data, int bit)
         return;
     }
     bit &= 1;
+    if (trained) {
+        data_bits++;
+        zero_bits += (bit == 0);
+    }
     if (rx_count < 0) {
         if (bit == 0) {
             rx_count = 0;
@@ -154,6 +162,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         frames++;
     }
-    fprintf(stderr, "DONE frames=%ld rx_chars=%ld framing_errors=%ld\n", frames, rx_chars, rx_framing_errors);
+    fprintf(stderr, "DONE frames=%ld rx_chars=%ld framing_errors=%ld data_bits=%ld zero_bits=%ld\n",
+            frames, rx_chars, rx_framing_errors, data_bits, zero_bits);
     return 0;
 }
