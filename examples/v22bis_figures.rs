@@ -36,7 +36,14 @@ struct Path1 {
 impl Path1 {
     fn new(law: Law, signal_power: f64, snr_db: Option<f64>, drift_ppm: f64, seed: u64) -> Self {
         let noise_rms = snr_db.map_or(0.0, |s| (signal_power / 10f64.powf(s / 10.0)).sqrt());
-        Path1 { law, noise_rms, drift_ppm, rng: Rng::new(seed), hist: Vec::new(), pos: 0.0 }
+        Path1 {
+            law,
+            noise_rms,
+            drift_ppm,
+            rng: Rng::new(seed),
+            hist: Vec::new(),
+            pos: 0.0,
+        }
     }
 
     /// Carry one frame. With drift the far clock runs (1 + ppm) fast: linear interpolation.
@@ -62,7 +69,11 @@ impl Path1 {
             self.pos -= used as f64;
         }
         for (o, v) in out.iter_mut().zip(x) {
-            let n = if self.noise_rms > 0.0 { self.rng.gauss() * self.noise_rms } else { 0.0 };
+            let n = if self.noise_rms > 0.0 {
+                self.rng.gauss() * self.noise_rms
+            } else {
+                0.0
+            };
             let s = (v + n).round().clamp(-32768.0, 32767.0) as i16;
             *o = self.law.decode(self.law.encode(s));
         }
@@ -98,8 +109,16 @@ struct Scenario {
 
 fn ours_vs_ours(sc: &Scenario) -> Run {
     let law = Law::Ulaw;
-    let ccfg = V22Config { max_rate: sc.caller_rate, answer_tone: false, ..V22Config::default() };
-    let acfg = V22Config { max_rate: sc.answerer_rate, answer_tone: sc.answer_tone, ..V22Config::default() };
+    let ccfg = V22Config {
+        max_rate: sc.caller_rate,
+        answer_tone: false,
+        ..V22Config::default()
+    };
+    let acfg = V22Config {
+        max_rate: sc.answerer_rate,
+        answer_tone: sc.answer_tone,
+        ..V22Config::default()
+    };
     let mut c = V22bisModem::new(Role::Caller, ccfg).expect("cfg");
     let mut a = V22bisModem::new(Role::Answerer, acfg).expect("cfg");
     let p = dbm0_power(-13.0);
@@ -107,7 +126,8 @@ fn ours_vs_ours(sc: &Scenario) -> Run {
     let mut to_c = Path1::new(law, p, sc.snr_db, -sc.drift_ppm, sc.seed * 2 + 2);
     let mut rng = Rng::new(sc.seed + 77);
     let mut r = Run::default();
-    let (mut cb, mut ab, mut cl, mut al) = ([0i16; FRAME], [0i16; FRAME], [0i16; FRAME], [0i16; FRAME]);
+    let (mut cb, mut ab, mut cl, mut al) =
+        ([0i16; FRAME], [0i16; FRAME], [0i16; FRAME], [0i16; FRAME]);
     let payload = rng.bytes(sc.echo_bytes);
     let mut written = 0;
     let mut echo = Vec::new();
@@ -174,7 +194,15 @@ fn harness() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("tmp");
     let bin = dir.join("v22bis_harness");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/v22bis_harness.c");
-    let ok = Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(src).args(["-lspandsp", "-lm"]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&bin)
+        .arg(src)
+        .args(["-lspandsp", "-lm"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     assert!(ok, "cc failed");
     bin
 }
@@ -187,11 +215,25 @@ struct SpanRun {
 }
 
 /// Our modem in `role` against spandsp; spandsp's own transmit power is measured first.
-fn ours_vs_spandsp(bin: &Path, role: Role, snr_db: Option<f64>, seconds: f64, seed: u64, their_power: f64) -> SpanRun {
+fn ours_vs_spandsp(
+    bin: &Path,
+    role: Role,
+    snr_db: Option<f64>,
+    seconds: f64,
+    seed: u64,
+    their_power: f64,
+) -> SpanRun {
     let law = Law::Ulaw;
-    let cfg = V22Config { answer_tone: false, ..V22Config::default() };
+    let cfg = V22Config {
+        answer_tone: false,
+        ..V22Config::default()
+    };
     let mut m = V22bisModem::new(role, cfg).expect("cfg");
-    let their_role = if role == Role::Caller { "answerer" } else { "caller" };
+    let their_role = if role == Role::Caller {
+        "answerer"
+    } else {
+        "caller"
+    };
     let log = std::env::temp_dir().join(format!("v22figs-{}-{seed}.log", std::process::id()));
     let mut child: Child = Command::new(bin)
         .args([their_role, "2400", "ulaw"])
@@ -207,7 +249,8 @@ fn ours_vs_spandsp(bin: &Path, role: Role, snr_db: Option<f64>, seconds: f64, se
     let mut line = vec![0i16; delay];
     let mut r = Run::default();
     let mut at_connect = (0, 0);
-    let (mut b, mut noisy, mut theirs, mut heard) = ([0i16; FRAME], [0i16; FRAME], [0i16; FRAME], [0i16; FRAME]);
+    let (mut b, mut noisy, mut theirs, mut heard) =
+        ([0i16; FRAME], [0i16; FRAME], [0i16; FRAME], [0i16; FRAME]);
     for f in 0..(seconds * 50.0) as usize {
         m.fill(&mut b);
         line.extend_from_slice(&b);
@@ -223,7 +266,12 @@ fn ours_vs_spandsp(bin: &Path, role: Role, snr_db: Option<f64>, seconds: f64, se
         let stdin = child.stdin.as_mut().expect("stdin");
         stdin.write_all(&bytes).expect("write");
         stdin.flush().expect("flush");
-        child.stdout.as_mut().expect("stdout").read_exact(&mut bytes).expect("read");
+        child
+            .stdout
+            .as_mut()
+            .expect("stdout")
+            .read_exact(&mut bytes)
+            .expect("read");
         for (t, x) in theirs.iter_mut().zip(bytes) {
             *t = law.decode(x);
         }
@@ -251,29 +299,65 @@ fn ours_vs_spandsp(bin: &Path, role: Role, snr_db: Option<f64>, seconds: f64, se
     let st = m.stats();
     r.bits = st.data_bits - at_connect.0;
     r.errors = st.zero_bits - at_connect.1;
-    let their_connect = text.lines().find_map(|l| l.strip_prefix("CONNECT ")).and_then(|l| l.split_whitespace().next()).and_then(|v| v.parse().ok());
+    let their_connect = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CONNECT "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
     let field = |k: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with("DONE"))
-            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse().ok()))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse().ok())
+            })
             .unwrap_or(0)
     };
-    SpanRun { ours: r, their_connect, their_bits: field("data_bits="), their_errors: field("zero_bits=") }
+    SpanRun {
+        ours: r,
+        their_connect,
+        their_bits: field("data_bits="),
+        their_errors: field("zero_bits="),
+    }
 }
 
 /// Mean square of spandsp's transmit signal during data (clean run, our modem answering it).
 fn spandsp_power(bin: &Path) -> f64 {
-    let mut child = Command::new(bin).args(["caller", "2400", "ulaw"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-    let mut m = V22bisModem::new(Role::Answerer, V22Config { answer_tone: false, ..V22Config::default() }).expect("cfg");
+    let mut child = Command::new(bin)
+        .args(["caller", "2400", "ulaw"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut m = V22bisModem::new(
+        Role::Answerer,
+        V22Config {
+            answer_tone: false,
+            ..V22Config::default()
+        },
+    )
+    .expect("cfg");
     let (mut b, mut t) = ([0i16; FRAME], [0i16; FRAME]);
     let mut acc = 0.0;
     let mut n = 0.0;
     for f in 0..300 {
         m.fill(&mut b);
         let bytes: Vec<u8> = b.iter().map(|s| Law::Ulaw.encode(*s)).collect();
-        child.stdin.as_mut().expect("stdin").write_all(&bytes).expect("w");
+        child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(&bytes)
+            .expect("w");
         let mut inb = [0u8; FRAME];
-        child.stdout.as_mut().expect("stdout").read_exact(&mut inb).expect("r");
+        child
+            .stdout
+            .as_mut()
+            .expect("stdout")
+            .read_exact(&mut inb)
+            .expect("r");
         for (x, y) in t.iter_mut().zip(inb) {
             *x = Law::Ulaw.decode(y);
         }
@@ -306,7 +390,17 @@ fn main() {
 
     // Duplex real-time factor: two modems, each transmitting and receiving.
     {
-        let sc = Scenario { caller_rate: Rate::R2400, answerer_rate: Rate::R2400, snr_db: None, drift_ppm: 0.0, loss: 0.0, seconds: 600.0, answer_tone: false, echo_bytes: 100_000, seed: 1 };
+        let sc = Scenario {
+            caller_rate: Rate::R2400,
+            answerer_rate: Rate::R2400,
+            snr_db: None,
+            drift_ppm: 0.0,
+            loss: 0.0,
+            seconds: 600.0,
+            answer_tone: false,
+            echo_bytes: 100_000,
+            seed: 1,
+        };
         let t0 = Instant::now();
         let r = ours_vs_ours(&sc);
         let el = t0.elapsed().as_secs_f64();
@@ -316,18 +410,43 @@ fn main() {
 
     let bin = harness();
     let their_power = spandsp_power(&bin);
-    eprintln!("spandsp tx power {:.1} dBm0", 10.0 * (their_power / dbm0_power(0.0)).log10());
+    eprintln!(
+        "spandsp tx power {:.1} dBm0",
+        10.0 * (their_power / dbm0_power(0.0)).log10()
+    );
 
     for (rate, snr, target) in [(Rate::R1200, 5.5, "≤ 2e-5"), (Rate::R2400, 12.5, "≤ 2e-5")] {
-        let sc = Scenario { caller_rate: rate, answerer_rate: rate, snr_db: Some(snr), drift_ppm: 0.0, loss: 0.0, seconds: ber_s, answer_tone: false, echo_bytes: 0, seed: 5 };
+        let sc = Scenario {
+            caller_rate: rate,
+            answerer_rate: rate,
+            snr_db: Some(snr),
+            drift_ppm: 0.0,
+            loss: 0.0,
+            seconds: ber_s,
+            answer_tone: false,
+            echo_bytes: 0,
+            seed: 5,
+        };
         let r = ours_vs_ours(&sc);
         let span = if rate == Rate::R2400 {
             let s = ours_vs_spandsp(&bin, Role::Caller, Some(snr), ber_s, 9, their_power);
-            format!("ours rx of spandsp: {} (rate {:?}); spandsp rx of ours: {} (rate {:?})", ber(s.ours.bits, s.ours.errors), s.ours.caller_rate, ber(s.their_bits, s.their_errors), s.their_connect)
+            format!(
+                "ours rx of spandsp: {} (rate {:?}); spandsp rx of ours: {} (rate {:?})",
+                ber(s.ours.bits, s.ours.errors),
+                s.ours.caller_rate,
+                ber(s.their_bits, s.their_errors),
+                s.their_connect
+            )
         } else {
             "spandsp harness runs V.22bis at 1200 only via fallback; not measured".into()
         };
-        println!("| BER {} bit/s at {snr} dB SNR | {target} | {} (connect {:?}, retrains {}) | {span} |", rate_bps(rate), ber(r.bits, r.errors), r.caller_rate, r.retrains);
+        println!(
+            "| BER {} bit/s at {snr} dB SNR | {target} | {} (connect {:?}, retrains {}) | {span} |",
+            rate_bps(rate),
+            ber(r.bits, r.errors),
+            r.caller_rate,
+            r.retrains
+        );
     }
 
     // Start-up with noise from call start.
@@ -335,21 +454,50 @@ fn main() {
         let mut ok = 0;
         let mut ok_span = (0, 0);
         for seed in 0..seeds {
-            let sc = Scenario { caller_rate: Rate::R2400, answerer_rate: Rate::R2400, snr_db: Some(22.5), drift_ppm: 0.0, loss: 0.0, seconds: 8.0, answer_tone: true, echo_bytes: 0, seed: 100 + seed };
+            let sc = Scenario {
+                caller_rate: Rate::R2400,
+                answerer_rate: Rate::R2400,
+                snr_db: Some(22.5),
+                drift_ppm: 0.0,
+                loss: 0.0,
+                seconds: 8.0,
+                answer_tone: true,
+                echo_bytes: 0,
+                seed: 100 + seed,
+            };
             if ours_vs_ours(&sc).caller_rate == Some(2400) {
                 ok += 1;
             }
             let s = ours_vs_spandsp(&bin, Role::Caller, Some(22.5), 5.0, 200 + seed, their_power);
-            ok_span.0 += u32::from(s.ours.caller_rate == Some(2400) && s.their_connect == Some(2400));
-            let s = ours_vs_spandsp(&bin, Role::Answerer, Some(22.5), 5.0, 300 + seed, their_power);
-            ok_span.1 += u32::from(s.ours.caller_rate == Some(2400) && s.their_connect == Some(2400));
+            ok_span.0 +=
+                u32::from(s.ours.caller_rate == Some(2400) && s.their_connect == Some(2400));
+            let s = ours_vs_spandsp(
+                &bin,
+                Role::Answerer,
+                Some(22.5),
+                5.0,
+                300 + seed,
+                their_power,
+            );
+            ok_span.1 +=
+                u32::from(s.ours.caller_rate == Some(2400) && s.their_connect == Some(2400));
         }
         println!("| start-up at 22.5 dB, noise from call start, connect at 2400 | ≥ 19/20 | {ok}/{seeds} (with 3.3 s ANS) | our caller vs spandsp answerer {}/{seeds}; our answerer vs spandsp caller {}/{seeds} |", ok_span.0, ok_span.1);
     }
 
     // Connect time after the answer tone.
     {
-        let sc = Scenario { caller_rate: Rate::R2400, answerer_rate: Rate::R2400, snr_db: None, drift_ppm: 0.0, loss: 0.0, seconds: 8.0, answer_tone: true, echo_bytes: 0, seed: 3 };
+        let sc = Scenario {
+            caller_rate: Rate::R2400,
+            answerer_rate: Rate::R2400,
+            snr_db: None,
+            drift_ppm: 0.0,
+            loss: 0.0,
+            seconds: 8.0,
+            answer_tone: true,
+            echo_bytes: 0,
+            seed: 3,
+        };
         let r = ours_vs_ours(&sc);
         let after = r.connect_s.map(|t| t - 3.3 - 0.075);
         let s = ours_vs_spandsp(&bin, Role::Caller, None, 5.0, 11, their_power);
@@ -358,14 +506,34 @@ fn main() {
 
     // Frame loss.
     {
-        let sc = Scenario { caller_rate: Rate::R2400, answerer_rate: Rate::R2400, snr_db: None, drift_ppm: 0.0, loss: 0.01, seconds: loss_s, answer_tone: false, echo_bytes: 1_000_000, seed: 8 };
+        let sc = Scenario {
+            caller_rate: Rate::R2400,
+            answerer_rate: Rate::R2400,
+            snr_db: None,
+            drift_ppm: 0.0,
+            loss: 0.01,
+            seconds: loss_s,
+            answer_tone: false,
+            echo_bytes: 1_000_000,
+            seed: 8,
+        };
         let r = ours_vs_ours(&sc);
         println!("| 1 % random 20 ms frame loss, {loss_s} s, both directions | no carrier drop | carrier lost: {}, rate {:?}, retrains {}, echo {}/{} bytes intact | |", r.carrier_lost, r.caller_rate, r.retrains, r.echo_ok, r.echo_sent);
     }
 
     // Clock drift.
     for ppm in [200.0, -200.0] {
-        let sc = Scenario { caller_rate: Rate::R2400, answerer_rate: Rate::R2400, snr_db: None, drift_ppm: ppm, loss: 0.0, seconds: loss_s, answer_tone: false, echo_bytes: 1_000_000, seed: 9 };
+        let sc = Scenario {
+            caller_rate: Rate::R2400,
+            answerer_rate: Rate::R2400,
+            snr_db: None,
+            drift_ppm: ppm,
+            loss: 0.0,
+            seconds: loss_s,
+            answer_tone: false,
+            echo_bytes: 1_000_000,
+            seed: 9,
+        };
         let r = ours_vs_ours(&sc);
         println!("| clock drift {ppm:+} ppm, {loss_s} s | connect, no errors | rate {:?}, carrier lost {}, retrains {}, echo {}/{} intact, idle BER n/a | |", r.caller_rate, r.carrier_lost, r.retrains, r.echo_ok, r.echo_sent);
     }

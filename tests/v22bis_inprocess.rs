@@ -224,9 +224,24 @@ impl Pair {
             }
             let (c0, a0) = (self.ce.len(), self.ae.len());
             self.frame(false, false);
-            let back: Vec<u8> = self.ae[a0..].iter().filter_map(|e| if let ModemEvent::Data(b) = e { Some(*b) } else { None }).collect();
+            let back: Vec<u8> = self.ae[a0..]
+                .iter()
+                .filter_map(|e| {
+                    if let ModemEvent::Data(b) = e {
+                        Some(*b)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             self.a.write(&back);
-            got.extend(self.ce[c0..].iter().filter_map(|e| if let ModemEvent::Data(b) = e { Some(*b) } else { None }));
+            got.extend(self.ce[c0..].iter().filter_map(|e| {
+                if let ModemEvent::Data(b) = e {
+                    Some(*b)
+                } else {
+                    None
+                }
+            }));
         }
         got
     }
@@ -273,13 +288,25 @@ fn events_do_not_depend_on_how_samples_are_chunked() {
         (ce, ae, line)
     };
     let reference = run(None);
-    assert!(reference.0.contains(&ModemEvent::Connected { rate_bps: 2400 }));
-    assert_eq!(reference.1.iter().filter(|e| matches!(e, ModemEvent::Data(_))).count(), 64);
+    assert!(reference
+        .0
+        .contains(&ModemEvent::Connected { rate_bps: 2400 }));
+    assert_eq!(
+        reference
+            .1
+            .iter()
+            .filter(|e| matches!(e, ModemEvent::Data(_)))
+            .count(),
+        64
+    );
     for seed in 1..4 {
         let other = run(Some(seed));
         assert_eq!(other.0, reference.0, "caller events, split seed {seed}");
         assert_eq!(other.1, reference.1, "answerer events, split seed {seed}");
-        assert_eq!(other.2, reference.2, "caller line samples, split seed {seed}");
+        assert_eq!(
+            other.2, reference.2,
+            "caller line samples, split seed {seed}"
+        );
     }
 }
 
@@ -309,7 +336,11 @@ fn retrain_request_retrains_at_2400_without_fallback_and_data_resumes() {
     }
     assert!(p.ce.contains(&ModemEvent::Retrain), "{:?}", p.ce);
     assert!(p.ae.contains(&ModemEvent::Retrain), "{:?}", p.ae);
-    let connects = |ev: &[ModemEvent]| ev.iter().filter(|e| **e == ModemEvent::Connected { rate_bps: 2400 }).count();
+    let connects = |ev: &[ModemEvent]| {
+        ev.iter()
+            .filter(|e| **e == ModemEvent::Connected { rate_bps: 2400 })
+            .count()
+    };
     assert_eq!(connects(&p.ce), 2);
     assert_eq!(connects(&p.ae), 2);
     let data = Rng::new(19).bytes(150);

@@ -303,6 +303,7 @@ struct Rx {
     carrier_on: bool,
     off_half_bauds: u32,
     det_power: f32,
+    fast_power: f32,
     sym_power: f32,
     agc_gain: f32,
     /// True when the next T/2 sample is a symbol instant.
@@ -403,6 +404,7 @@ impl V22bisModem {
                 carrier_on: false,
                 off_half_bauds: 0,
                 det_power: 0.0,
+                fast_power: 0.0,
                 sym_power: 0.0,
                 agc_gain: 1.0,
                 on_symbol: false,
@@ -664,7 +666,13 @@ impl V22bisModem {
         if self.rx.stage == RxStage::Idle {
             return;
         }
-        let present = !erased && self.rx.off_half_bauds == 0;
+        // A fade (the start of a gap, or its end) must not train anything: compare a short
+        // power average with the AGC's long one.
+        self.rx.fast_power += (y_raw.norm_sqr() - self.rx.fast_power) / 4.0;
+        let present = !erased
+            && self.rx.off_half_bauds == 0
+            && (self.rx.symbols_since_carrier < ACQUISITION_SYMBOLS
+                || self.rx.fast_power > 0.25 * self.rx.sym_power);
         let y = y_raw.scale(self.rx.agc_gain);
         self.rx.eq.push(y);
         self.rx.on_symbol = !self.rx.on_symbol;
@@ -779,6 +787,7 @@ impl V22bisModem {
         rx.freq = 0.0;
         rx.timing_integral = 0.0;
         rx.sym_power = y_raw.norm_sqr().max(1.0);
+        rx.fast_power = rx.sym_power;
         rx.agc_gain = (MEAN_POINT_ENERGY / rx.sym_power).sqrt();
         rx.symbols_since_carrier = 0;
         rx.sixteen_way = false;
@@ -813,17 +822,17 @@ impl V22bisModem {
     }
 
     fn start_retrain(&mut self, initiator: bool) {
+        // V.22bis §6.3.1.3: S1, scrambled ones at 1200 bit/s, then as in the start-up. Timing,
+        // equaliser and carrier phase are kept: they are still close.
         self.stats.retrains += 1;
-        // V.22bis §6.3.1.3: S1, scrambled ones at 1200 bit/s, then as in the start-up.
         self.connected = false;
         self.rx.retraining = true;
-        self.rx.sixteen_way = false;
-        self.rx.eq.reset();
-        self.rx.symbols_since_carrier = 0;
         self.rx.v14.reset();
         self.tx.s1_phase = false;
         self.tx.seg = TxSeg::S1 { left: S1_SYMBOLS };
         if initiator {
+            // The far end keeps sending data until it has seen our S1: stay on 16-way
+            // decisions (S1 is still recognisable from the quadrant changes).
             self.tx.after_s1 = TxSeg::Ones1200 { left: None };
             self.rx.awaiting_s1 = true;
             self.rx.stage = RxStage::Hunt1200 { symbols: 0 };
@@ -832,6 +841,7 @@ impl V22bisModem {
                 left: Some(TO_2400_SYMBOLS - S1_SYMBOLS),
             };
             self.rx.awaiting_s1 = false;
+            self.rx.sixteen_way = false;
             self.rx.stage = RxStage::After112 { symbols: 0 };
         }
         self.emit(ModemEvent::Retrain);
@@ -917,6 +927,7 @@ impl V22bisModem {
                         };
                     }
                     self.rx.awaiting_s1 = false;
+                    self.rx.sixteen_way = false;
                     self.rx.stage = RxStage::After112 { symbols: 0 };
                 } else if symbols >= V22_DETECT_SYMBOLS
                     && !self.rx.retraining
