@@ -77,6 +77,8 @@ const CARRIER_OFF_HOLD_MS: u32 = 300;
 /// RMS of a 0 dBm0 signal in 16-bit linear samples (full-scale square = +6.16 dBm0, G.711).
 const DBM0_RMS: f32 = 16_135.0;
 
+/// A rise of the in-band power by this factor (9 dB) before the handshake restarts acquisition.
+const ONSET_POWER_RATIO: f32 = 8.0;
 /// Symbols after carrier-on with fast timing/phase/gain acquisition.
 const ACQUISITION_SYMBOLS: u32 = 40;
 /// Equaliser LMS step sizes (signal normalised to mean point energy 10, 17 taps).
@@ -669,6 +671,17 @@ impl V22bisModem {
         // A fade (the start of a gap, or its end) must not train anything: compare a short
         // power average with the AGC's long one.
         self.rx.fast_power += (y_raw.norm_sqr() - self.rx.fast_power) / 4.0;
+        // Line noise above the -43 dBm0 threshold turns the detector on before the far
+        // modem starts; its real onset is then a large power step. Re-acquire on it while
+        // still looking for the first signal of the handshake.
+        if !erased
+            && self.rx.fast_power > ONSET_POWER_RATIO * self.rx.sym_power
+            && matches!(self.rx.stage, RxStage::HuntUsb1 | RxStage::Hunt1200 { .. })
+            && !self.rx.retraining
+            && !self.rx.awaiting_s1
+        {
+            self.carrier_up(y_raw);
+        }
         let present = !erased
             && self.rx.off_half_bauds == 0
             && (self.rx.symbols_since_carrier < ACQUISITION_SYMBOLS
@@ -786,7 +799,8 @@ impl V22bisModem {
         rx.theta = 0.0;
         rx.freq = 0.0;
         rx.timing_integral = 0.0;
-        rx.sym_power = y_raw.norm_sqr().max(1.0);
+        let reacquire = rx.stage != RxStage::Idle;
+        rx.sym_power = y_raw.norm_sqr().max(rx.fast_power).max(1.0);
         rx.fast_power = rx.sym_power;
         rx.agc_gain = (MEAN_POINT_ENERGY / rx.sym_power).sqrt();
         rx.symbols_since_carrier = 0;
@@ -801,7 +815,9 @@ impl V22bisModem {
             Role::Caller => RxStage::HuntUsb1,
             Role::Answerer => RxStage::Hunt1200 { symbols: 0 },
         };
-        self.emit(ModemEvent::CarrierUp);
+        if !reacquire {
+            self.emit(ModemEvent::CarrierUp);
+        }
     }
 
     fn carrier_down(&mut self) {
