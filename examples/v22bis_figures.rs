@@ -198,7 +198,7 @@ fn ours_vs_ours(sc: &Scenario) -> Run {
         while let Some(e) = a.poll_event() {
             match e {
                 ModemEvent::Connected { rate_bps } => r.answerer_rate = Some(rate_bps),
-                ModemEvent::Data(b) => echo.push(b),
+                ModemEvent::Data(b) if sc.echo_bytes > 0 => echo.push(b),
                 ModemEvent::CarrierLost => r.carrier_lost = true,
                 _ => {}
             }
@@ -259,7 +259,11 @@ fn ours_vs_spandsp(
     let law = Law::Ulaw;
     let cfg = V22Config {
         answer_tone: false,
-        max_rate: if their_rate == 1200 { Rate::R1200 } else { Rate::R2400 },
+        max_rate: if their_rate == 1200 {
+            Rate::R1200
+        } else {
+            Rate::R2400
+        },
         ..V22Config::default()
     };
     let mut m = V22bisModem::new(role, cfg).expect("cfg");
@@ -271,6 +275,7 @@ fn ours_vs_spandsp(
     let log = std::env::temp_dir().join(format!("v22figs-{}-{seed}.log", std::process::id()));
     let mut child: Child = Command::new(bin)
         .args([their_role, &their_rate.to_string(), "ulaw", "0"])
+        .env("V22_HARNESS_NOECHO", "1")
         .args(std::env::var_os("V22_FIG_LOG").map(|_| "log"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -485,7 +490,16 @@ fn main() {
         let r = ours_vs_ours(&sc);
         // spandsp cannot start with noise from call start (see the start-up row), so its
         // figures are taken with the noise switched on at CONNECT.
-        let s = ours_vs_spandsp(&bin, Role::Caller, Some(snr), ber_s, 9, their_power, rate_bps(rate), true);
+        let s = ours_vs_spandsp(
+            &bin,
+            Role::Caller,
+            Some(snr),
+            ber_s,
+            9,
+            their_power,
+            rate_bps(rate),
+            true,
+        );
         let span = format!(
             "noise from CONNECT: ours rx of spandsp {}; spandsp rx of ours {} (rates {:?}/{:?})",
             ber(s.ours.bits, s.ours.errors),
@@ -521,7 +535,16 @@ fn main() {
             if ours_vs_ours(&sc).caller_rate == Some(2400) {
                 ok += 1;
             }
-            let s = ours_vs_spandsp(&bin, Role::Caller, Some(22.5), 5.0, 200 + seed, their_power, 2400, false);
+            let s = ours_vs_spandsp(
+                &bin,
+                Role::Caller,
+                Some(22.5),
+                5.0,
+                200 + seed,
+                their_power,
+                2400,
+                false,
+            );
             ok_span.0 +=
                 u32::from(s.ours.caller_rate == Some(2400) && s.their_connect == Some(2400));
             let s = ours_vs_spandsp(

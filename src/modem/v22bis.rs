@@ -83,14 +83,14 @@ const ONSET_POWER_RATIO: f32 = 8.0;
 const ACQUISITION_SYMBOLS: u32 = 40;
 /// Equaliser LMS step sizes (signal normalised to mean point energy 10, 17 taps).
 const EQ_MU_TRAIN: f32 = 0.003;
-const EQ_MU_DATA: f32 = 0.0008;
+const EQ_MU_DATA: f32 = 0.0003;
 /// Gardner loop gains, samples of correction per unit normalised timing error.
 const TIMING_STEP_ACQ: f64 = 0.5;
-const TIMING_GAIN_TRACK: f64 = 0.04;
+const TIMING_GAIN_TRACK: f64 = 0.02;
 const TIMING_INTEGRAL: f64 = 0.0005;
 /// Carrier PLL gains (proportional, integral) per symbol.
 const PLL_ACQ: (f32, f32) = (0.25, 0.01);
-const PLL_TRACK: (f32, f32) = (0.05, 0.000_5);
+const PLL_TRACK: (f32, f32) = (0.03, 0.000_3);
 /// Normalised mean square decision error above which a 2400 bit/s link asks for a retrain.
 const RETRAIN_MSE: f32 = 0.08;
 

@@ -6,6 +6,7 @@
  * Our own code; uses only the public spandsp API.
  *
  * usage: v22bis_harness caller|answerer 1200|2400 ulaw|alaw [guard 0|1|2] [log]
+ * With V22_HARNESS_NOECHO in the environment nothing is echoed (bit error counting).
  */
 #include <stdint.h>
 #include <inttypes.h>
@@ -40,6 +41,8 @@ static long rx_chars, rx_framing_errors;
 /* Bits received after training; zeros among them are errors while the far end idles. */
 static long data_bits, zero_bits;
 static int trained;
+/* V22_HARNESS_NOECHO set: receive only (idle ones out), for bit error counts. */
+static int no_echo;
 
 static int get_bit(void *user_data)
 {
@@ -111,6 +114,8 @@ static void put_bit(void *user_data, int bit)
     rx_count = -1;
     if (bit == 1) {
         rx_chars++;
+        if (no_echo)
+            return;
         unsigned next = (ring_head + 1) % RING;
         if (next != ring_tail) {
             ring[ring_head] = (uint8_t) rx_value;
@@ -132,6 +137,7 @@ int main(int argc, char **argv)
     int alaw = strcmp(argv[3], "alaw") == 0;
     int guard = argc > 4 ? atoi(argv[4]) : 0;
     int log = argc > 5;
+    no_echo = getenv("V22_HARNESS_NOECHO") != NULL;
 
     modem = v22bis_init(NULL, rate, guard, caller, get_bit, NULL, put_bit, NULL);
     if (modem == NULL) {
