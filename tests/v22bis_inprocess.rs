@@ -380,3 +380,59 @@ fn write_applies_back_pressure() {
     assert_eq!(n, dialback::modem::v22bis::TX_QUEUE_BYTES);
     assert_eq!(m.write(&big), 0);
 }
+
+#[test]
+fn guard_tones_from_the_answerer_do_not_disturb_the_caller() {
+    use dialback::modem::v22bis::GuardTone;
+    for guard in [GuardTone::Hz1800, GuardTone::Hz550] {
+        let payload = Rng::new(21).bytes(200);
+        let answerer = V22Config {
+            guard_tone: guard,
+            ..cfg(Rate::R2400)
+        };
+        let o = run(Law::Alaw, cfg(Rate::R2400), answerer, &payload, 10, 13);
+        assert_eq!(o.caller_rate, Some(2400), "{guard:?}");
+        assert_eq!(o.echoed, o.sent, "{guard:?}");
+    }
+}
+
+#[test]
+fn arbitrary_input_never_panics_and_never_connects() {
+    let mut rng = Rng::new(99);
+    for role in [Role::Caller, Role::Answerer] {
+        let mut m = V22bisModem::new(role, V22Config::default()).expect("cfg");
+        let mut out = [0i16; 333];
+        for round in 0..400 {
+            let n = rng.below(400) as usize;
+            let kind = round % 5;
+            let buf: Vec<i16> = (0..n)
+                .map(|i| match kind {
+                    0 => rng.next_u64() as i16,
+                    1 => i16::MAX,
+                    2 => {
+                        if i % 2 == 0 {
+                            i16::MIN
+                        } else {
+                            i16::MAX
+                        }
+                    }
+                    3 => (rng.gauss() * 3000.0) as i16,
+                    _ => 0,
+                })
+                .collect();
+            m.push(&buf);
+            if round % 7 == 0 {
+                m.push_lost(rng.below(5000) as usize);
+            }
+            let k = rng.below(out.len() as u64) as usize;
+            m.fill(&mut out[..k]);
+            m.write(&[1, 2, 3]);
+            while let Some(e) = m.poll_event() {
+                assert!(
+                    !matches!(e, ModemEvent::Connected { .. }),
+                    "connected on garbage: {e:?}"
+                );
+            }
+        }
+    }
+}

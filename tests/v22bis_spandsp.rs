@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use common::{Law, Rng};
-use dialback::modem::v22bis::{ModemEvent, Rate, Role, V22Config, V22bisModem};
+use dialback::modem::v22bis::{GuardTone, ModemEvent, Rate, Role, V22Config, V22bisModem};
 
 const FRAME: usize = 160;
 
@@ -46,11 +46,11 @@ struct Peer {
 }
 
 impl Peer {
-    fn start(role: &str, rate: u32, law: Law) -> Peer {
+    fn start(role: &str, rate: u32, law: Law, guard: u8) -> Peer {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("stderr.txt");
         let child = Command::new(harness())
-            .args([role, &rate.to_string(), law.name()])
+            .args([role, &rate.to_string(), law.name(), &guard.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -109,10 +109,41 @@ fn run(
     delay: usize,
     max_s: usize,
 ) -> Outcome {
+    run_guarded(
+        ours,
+        our_rate,
+        their_rate,
+        law,
+        payload,
+        delay,
+        max_s,
+        GuardTone::None,
+    )
+}
+
+/// As [`run`], with a guard tone from whichever modem answers (spandsp code 1 = 550 Hz,
+/// 2 = 1800 Hz).
+#[allow(clippy::too_many_arguments)]
+fn run_guarded(
+    ours: Role,
+    our_rate: Rate,
+    their_rate: u32,
+    law: Law,
+    payload: &[u8],
+    delay: usize,
+    max_s: usize,
+    guard: GuardTone,
+) -> Outcome {
     let cfg = V22Config {
         max_rate: our_rate,
         answer_tone: false,
+        guard_tone: guard,
         ..V22Config::default()
+    };
+    let their_guard = match guard {
+        GuardTone::None => 0,
+        GuardTone::Hz550 => 1,
+        GuardTone::Hz1800 => 2,
     };
     let mut m = V22bisModem::new(ours, cfg).expect("config");
     let their_role = if ours == Role::Caller {
@@ -120,7 +151,7 @@ fn run(
     } else {
         "caller"
     };
-    let mut peer = Peer::start(their_role, their_rate, law);
+    let mut peer = Peer::start(their_role, their_rate, law, their_guard);
     let mut o = Outcome {
         rate: None,
         connect_s: 0.0,
@@ -227,6 +258,20 @@ fn our_caller_falls_back_to_1200_with_a_v22_spandsp_answerer() {
 #[test]
 fn our_answerer_falls_back_to_1200_with_a_v22_spandsp_caller() {
     cases(Role::Answerer, Rate::R2400, 1200, 1200, 128, 2);
+}
+
+#[test]
+fn guard_tones_interoperate_with_spandsp_in_both_roles() {
+    for (guard, law) in [
+        (GuardTone::Hz1800, Law::Ulaw),
+        (GuardTone::Hz550, Law::Alaw),
+    ] {
+        for ours in [Role::Caller, Role::Answerer] {
+            let payload = Rng::new(7).bytes(256);
+            let o = run_guarded(ours, Rate::R2400, 2400, law, &payload, 1234, 12, guard);
+            check(&o, 2400, &payload, &format!("{ours:?} with {guard:?}"));
+        }
+    }
 }
 
 #[test]
