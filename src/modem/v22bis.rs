@@ -66,6 +66,8 @@ const ONES_TO_CONNECT: u32 = 32;
 const V22_DETECT_SYMBOLS: u32 = ms_to_symbols(270);
 /// V.22bis §6.3.1.2: 765 ms of scrambled ones before data at 1200 bit/s.
 const V22_TAIL_SYMBOLS: u32 = ms_to_symbols(765);
+/// Retrains that may fail in a row before the link is reported lost.
+const MAX_RETRAIN_ATTEMPTS: u32 = 2;
 /// Give up waiting for the far end's 2400 bit/s ones after this long and enter data anyway.
 const WAIT_2400_TIMEOUT_SYMBOLS: u32 = ms_to_symbols(1500);
 
@@ -331,6 +333,7 @@ struct Rx {
     /// This end sent S1 and waits for the far end's S1 (caller, or retrain initiator).
     awaiting_s1: bool,
     retraining: bool,
+    failed_retrains: u32,
 }
 
 impl V22bisModem {
@@ -429,6 +432,7 @@ impl V22bisModem {
                 mse: 0.0,
                 awaiting_s1: false,
                 retraining: false,
+                failed_retrains: 0,
             },
             tx_queue: VecDeque::with_capacity(TX_QUEUE_BYTES),
             stats: RxStats::default(),
@@ -820,6 +824,16 @@ impl V22bisModem {
         }
     }
 
+    /// The far modem is there but the link cannot be restored: report it as lost.
+    fn link_failed(&mut self) {
+        // The carrier stays "on" so the detector does not start a new handshake on it.
+        self.rx.stage = RxStage::Idle;
+        self.rx.retraining = false;
+        self.connected = false;
+        self.tx.seg = TxSeg::Silence;
+        self.emit(ModemEvent::CarrierLost);
+    }
+
     fn carrier_down(&mut self) {
         self.rx.carrier_on = false;
         self.rx.off_half_bauds = 0;
@@ -977,13 +991,22 @@ impl V22bisModem {
             }
             RxStage::WaitOnes2400 { symbols } => {
                 let symbols = symbols + 1;
-                self.rx.stage = if self.rx.ones_run >= ONES_TO_CONNECT
-                    || symbols >= WAIT_2400_TIMEOUT_SYMBOLS
-                {
-                    RxStage::Data
+                if self.rx.ones_run >= ONES_TO_CONNECT {
+                    self.rx.failed_retrains = 0;
+                    self.rx.stage = RxStage::Data;
+                } else if symbols < WAIT_2400_TIMEOUT_SYMBOLS {
+                    self.rx.stage = RxStage::WaitOnes2400 { symbols };
+                } else if !self.rx.retraining {
+                    // Start-up: the far end may simply have missed the 32 ones; go ahead.
+                    self.rx.stage = RxStage::Data;
+                } else if self.rx.failed_retrains < MAX_RETRAIN_ATTEMPTS {
+                    // The far end never came back at 2400 bit/s: ask again.
+                    self.rx.failed_retrains += 1;
+                    self.start_retrain(true);
                 } else {
-                    RxStage::WaitOnes2400 { symbols }
-                };
+                    // Delivering 16-way decisions of whatever it sends would be garbage.
+                    self.link_failed();
+                }
             }
             RxStage::WaitV22 { left } => {
                 self.rx.stage = if left > 1 {
