@@ -436,3 +436,32 @@ fn arbitrary_input_never_panics_and_never_connects() {
         }
     }
 }
+
+#[test]
+fn carrier_drop_during_the_handshake_restarts_it_instead_of_ending_the_call() {
+    let mut c = V22bisModem::new(Role::Caller, cfg(Rate::R2400)).expect("cfg");
+    let mut a = V22bisModem::new(Role::Answerer, cfg(Rate::R2400)).expect("cfg");
+    let (mut cb, mut ab) = ([0i16; FRAME], [0i16; FRAME]);
+    let mut events = Vec::new();
+    for f in 0..600 {
+        c.fill(&mut cb);
+        a.fill(&mut ab);
+        // The caller's signal vanishes for 1 s right after it started (frames 40..90).
+        if (40..90).contains(&f) {
+            cb = [0; FRAME];
+        }
+        c.push(&ab);
+        a.push(&cb);
+        while let Some(e) = c.poll_event() {
+            events.push(("caller", e));
+        }
+        while let Some(e) = a.poll_event() {
+            events.push(("answerer", e));
+        }
+    }
+    assert!(
+        !events.iter().any(|(_, e)| *e == ModemEvent::CarrierLost),
+        "{events:?}"
+    );
+    assert!(c.rate().is_some() && a.rate().is_some(), "{events:?}");
+}

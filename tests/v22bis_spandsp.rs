@@ -16,6 +16,11 @@ use dialback::modem::v22bis::{GuardTone, ModemEvent, Rate, Role, V22Config, V22b
 
 const FRAME: usize = 160;
 
+thread_local! {
+    /// Our answerer sends the V.25 answer tone first (per test thread).
+    static ANSWER_TONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn harness() -> &'static Path {
     static BIN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, path) = BIN.get_or_init(|| {
@@ -138,7 +143,7 @@ fn run_guarded(
 ) -> Outcome {
     let cfg = V22Config {
         max_rate: our_rate,
-        answer_tone: false,
+        answer_tone: guard == GuardTone::None && ANSWER_TONE.with(|a| a.get()),
         guard_tone: guard,
         ..V22Config::default()
     };
@@ -210,7 +215,11 @@ fn check(o: &Outcome, want_rate: u32, payload: &[u8], what: &str) {
         "{what}: spandsp did not connect at {want_rate}:\n{}",
         o.log
     );
-    assert!(!o.carrier_lost, "{what}: carrier lost");
+    assert!(
+        !o.carrier_lost,
+        "{what}: carrier lost; spandsp said:\n{}",
+        o.log
+    );
     let first_bad = o.echoed.iter().zip(payload).position(|(a, b)| a != b);
     assert!(
         o.echoed.len() == payload.len() && first_bad.is_none(),
@@ -250,6 +259,12 @@ fn our_caller_connects_to_spandsp_answerer_at_2400_with_exact_echo() {
 #[test]
 fn our_answerer_connects_to_spandsp_caller_at_2400_with_exact_echo() {
     cases(Role::Answerer, Rate::R2400, 2400, 2400, 512, 3);
+}
+
+#[test]
+fn our_answerer_with_v25_answer_tone_connects_to_spandsp_caller_at_2400() {
+    ANSWER_TONE.with(|a| a.set(true));
+    cases(Role::Answerer, Rate::R2400, 2400, 2400, 256, 2);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Fractionally spaced (T/2) complex LMS equaliser for the V.22/V.22bis receivers.
 //!
-//! V.22bis §4.? leaves the receiver design open; this is the usual adaptive transversal
+//! V.22bis leaves the receiver design to the manufacturer; this is the usual adaptive transversal
 //! filter with taps at T/2, trained decision-directed on the scrambled-ones segments of the
 //! V.22bis §6.3 handshake and kept adapting during data. Fixed size, no allocation.
 

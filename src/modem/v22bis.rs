@@ -263,6 +263,8 @@ pub struct V22bisModem {
     /// Negotiated rate (1200 until S1 is exchanged).
     rate: Rate,
     connected: bool,
+    /// Set once `CarrierLost` was reported: silent and deaf from then on.
+    finished: bool,
     events: VecDeque<ModemEvent>,
     tx: Tx,
     rx: Rx,
@@ -387,6 +389,7 @@ impl V22bisModem {
             cfg,
             rate: Rate::R1200,
             connected: false,
+            finished: false,
             events: VecDeque::with_capacity(EVENT_QUEUE),
             tx: Tx {
                 seg,
@@ -663,6 +666,16 @@ impl V22bisModem {
     // ---------------------------------------------------------------- receiver
 
     fn half_baud(&mut self, y_raw: Cpx) {
+        // V.25: the answerer listens only once its answer sequence is over. After the link
+        // was lost this modem is finished.
+        if self.finished
+            || matches!(
+                self.tx.seg,
+                TxSeg::AnswerTone { .. } | TxSeg::PostAnswerTone { .. }
+            )
+        {
+            return;
+        }
         let erased = self.rx.erased > 0;
         if erased {
             self.rx.erased -= 1;
@@ -826,7 +839,7 @@ impl V22bisModem {
 
     /// The far modem is there but the link cannot be restored: report it as lost.
     fn link_failed(&mut self) {
-        // The carrier stays "on" so the detector does not start a new handshake on it.
+        self.finished = true;
         self.rx.stage = RxStage::Idle;
         self.rx.retraining = false;
         self.connected = false;
@@ -837,16 +850,30 @@ impl V22bisModem {
     fn carrier_down(&mut self) {
         self.rx.carrier_on = false;
         self.rx.off_half_bauds = 0;
-        let was_active = self.rx.stage != RxStage::Idle;
         self.rx.stage = RxStage::Idle;
-        if was_active {
-            self.emit(ModemEvent::CarrierLost);
-        }
-        if self.connected || self.tx.seg != TxSeg::UnscrambledOnes {
+        if self.connected || self.rx.retraining {
             // The call is over for this modem: stop talking (a new call needs a new modem).
+            self.finished = true;
             self.connected = false;
-            if self.role == Role::Caller || self.tx.seg != TxSeg::UnscrambledOnes {
-                self.tx.seg = TxSeg::Silence;
+            self.rx.retraining = false;
+            self.tx.seg = TxSeg::Silence;
+            self.emit(ModemEvent::CarrierLost);
+        } else {
+            // The handshake never completed: start it again from the top (caller silent and
+            // listening, answerer sending unscrambled ones), V.22bis §6.3.1.1 a).
+            self.rate = Rate::R1200;
+            self.rx.awaiting_s1 = false;
+            self.rx.sixteen_way = false;
+            match self.role {
+                Role::Caller => self.tx.seg = TxSeg::Silence,
+                Role::Answerer => {
+                    if !matches!(
+                        self.tx.seg,
+                        TxSeg::AnswerTone { .. } | TxSeg::PostAnswerTone { .. }
+                    ) {
+                        self.tx.seg = TxSeg::UnscrambledOnes;
+                    }
+                }
             }
         }
     }
@@ -916,6 +943,34 @@ impl V22bisModem {
         }
         self.rx.last_dibit = dibit;
 
+        // Caller: the answerer went back to unscrambled binary 1 (it lost our carrier and
+        // restarted, V.22bis §6.3.1.1.2 a): follow it into a new handshake.
+        if self.role == Role::Caller
+            && self.rx.same_dibit_run >= USB1_DETECT_SYMBOLS
+            && (dibit == 0b11 || dibit == 0b00)
+            && matches!(
+                self.rx.stage,
+                RxStage::Hunt1200 { .. }
+                    | RxStage::After112 { .. }
+                    | RxStage::WaitOnes2400 { .. }
+                    | RxStage::Data
+            )
+        {
+            if self.connected {
+                self.connected = false;
+                self.emit(ModemEvent::Retrain);
+            }
+            self.rate = Rate::R1200;
+            self.rx.sixteen_way = false;
+            self.rx.awaiting_s1 = false;
+            self.rx.retraining = false;
+            self.rx.v14.reset();
+            self.tx.seg = TxSeg::Wait {
+                left: CALLER_SILENCE_SYMBOLS,
+            };
+            self.rx.stage = RxStage::Usb1Sustain { history: 0 };
+            return;
+        }
         match self.rx.stage {
             RxStage::Idle => {}
             RxStage::HuntUsb1 => {
@@ -991,7 +1046,8 @@ impl V22bisModem {
             }
             RxStage::WaitOnes2400 { symbols } => {
                 let symbols = symbols + 1;
-                if self.rx.ones_run >= ONES_TO_CONNECT {
+                // Unscrambled ones also descramble to ones: insist on a scrambled line signal.
+                if self.rx.ones_run >= ONES_TO_CONNECT && self.rx.same_dibit_run < 8 {
                     self.rx.failed_retrains = 0;
                     self.rx.stage = RxStage::Data;
                 } else if symbols < WAIT_2400_TIMEOUT_SYMBOLS {
