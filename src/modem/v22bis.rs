@@ -2,10 +2,10 @@
 //!
 //! Owns: the transmitter (V.22bis §2: carriers 1200 Hz low channel / 2400 Hz high channel,
 //! 600 baud, RRC shaping with 75 % roll-off, optional 550/1800 Hz guard tone from the
-//! answerer, V.22bis §2.2), the receiver (matched filter, Gardner symbol timing, T/2 LMS
-//! equaliser, decision-directed carrier PLL, V.22bis §5 descrambler), the start-up and retrain
-//! handshake of V.22bis §6.3 (with the V.22 §6.3.1.2 fallback when the far end sends no S1),
-//! the V.25 answer tone (2100 Hz, 3.3 s, optional) and V.14 start-stop framing of the data.
+//! answerer), the receiver (matched filter, Gardner symbol timing, T/2 LMS equaliser,
+//! decision-directed carrier PLL, V.22bis §5 descrambler), the start-up and retrain handshake
+//! of V.22bis §6.3 (with the §6.3.1.2 fallback to V.22 when the far end sends no S1), the V.25
+//! answer tone (2100 Hz, 3.3 s, optional) and V.14 start-stop framing of the data.
 //!
 //! Sans-IO: 8 kHz `i16` samples in through [`V22bisModem::push`] / [`V22bisModem::push_lost`],
 //! out through [`V22bisModem::fill`]; time is counted in samples and symbols only. Results do
@@ -38,7 +38,7 @@ const fn ms_to_samples(ms: u32) -> u32 {
     ms * 8
 }
 
-/// V.25 §5.2: answer tone duration 3.3 s.
+/// V.25: answer tone (ANS) duration 3.3 s.
 const ANSWER_TONE_SAMPLES: u32 = ms_to_samples(3300);
 /// V.25: 75 ms silence between the answer tone and the modem signal.
 const POST_ANSWER_TONE_SAMPLES: u32 = ms_to_samples(75);
@@ -71,7 +71,7 @@ const MAX_RETRAIN_ATTEMPTS: u32 = 2;
 /// Give up waiting for the far end's 2400 bit/s ones after this long and enter data anyway.
 const WAIT_2400_TIMEOUT_SYMBOLS: u32 = ms_to_symbols(1500);
 
-/// V.22bis §2.4 (V.22 §2.7): receiver on at -43 dBm0, off at -48 dBm0.
+/// Circuit 109 thresholds of V.22/V.22bis: ON above -43 dBm0, OFF below -48 dBm0.
 const CARRIER_ON_DBM0: f32 = -43.0;
 const CARRIER_OFF_DBM0: f32 = -48.0;
 /// Silence shorter than this is bridged (a gap, not a hang-up); longer means carrier lost.
@@ -129,7 +129,7 @@ impl Rate {
     }
 }
 
-/// Answerer guard tone, V.22bis §2.2.
+/// Answerer guard tone (V.22/V.22bis guard tones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GuardTone {
     /// No guard tone (default).
@@ -353,7 +353,7 @@ impl V22bisModem {
         };
         let shaper = TxShaper::new(tx_carrier);
         let total_power = (DBM0_RMS * 10f32.powf(cfg.tx_level_dbm0 / 20.0)).powi(2);
-        // V.22bis §2.2: guard tone 3 dB (550 Hz) or 6 dB (1800 Hz) below the data signal, the
+        // Guard tone 3 dB (550 Hz) or 6 dB (1800 Hz) below the data signal (V.22bis), the
         // total staying at the nominal level.
         let guard = if role == Role::Answerer {
             cfg.guard_tone
@@ -471,7 +471,7 @@ impl V22bisModem {
         self.events.pop_front()
     }
 
-    /// Ask the far end for a retrain (V.22bis §6.3.1.3: send S1 during data).
+    /// Ask the far end for a retrain (V.22bis: S1 sent during data, then the §6.3 sequence).
     pub fn request_retrain(&mut self) {
         if self.connected && self.rate == Rate::R2400 {
             self.start_retrain(true);
@@ -879,7 +879,7 @@ impl V22bisModem {
     }
 
     fn start_retrain(&mut self, initiator: bool) {
-        // V.22bis §6.3.1.3: S1, scrambled ones at 1200 bit/s, then as in the start-up. Timing,
+        // V.22bis retrain: S1, scrambled ones at 1200 bit/s, then as in the §6.3 start-up. Timing,
         // equaliser and carrier phase are kept: they are still close.
         self.stats.retrains += 1;
         self.connected = false;
