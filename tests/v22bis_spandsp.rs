@@ -268,6 +268,12 @@ fn our_answerer_with_v25_answer_tone_connects_to_spandsp_caller_at_2400() {
 }
 
 #[test]
+fn our_v22_only_modem_connects_at_1200_to_a_v22bis_spandsp_in_both_roles() {
+    cases(Role::Caller, Rate::R1200, 2400, 1200, 128, 2);
+    cases(Role::Answerer, Rate::R1200, 2400, 1200, 128, 2);
+}
+
+#[test]
 fn our_caller_falls_back_to_1200_with_a_v22_spandsp_answerer() {
     cases(Role::Caller, Rate::R2400, 1200, 1200, 128, 2);
 }
