@@ -81,6 +81,9 @@ const DBM0_RMS: f32 = 16_135.0;
 
 /// A rise of the in-band power by this factor (9 dB) before the handshake restarts acquisition.
 const ONSET_POWER_RATIO: f32 = 8.0;
+/// A received level more than 3 dB off the AGC's for this long (100 ms) is taken as the new
+/// line level rather than a fade.
+const LEVEL_STEP_HALF_BAUDS: u32 = 120;
 /// Symbols after carrier-on with fast timing/phase/gain acquisition.
 const ACQUISITION_SYMBOLS: u32 = 40;
 /// Equaliser LMS step sizes (signal normalised to mean point energy 10, 17 taps).
@@ -310,6 +313,9 @@ struct Rx {
     off_half_bauds: u32,
     det_power: f32,
     fast_power: f32,
+    level_step_half_bauds: u32,
+    mid_power: f32,
+    level_ref: f32,
     sym_power: f32,
     agc_gain: f32,
     /// True when the next T/2 sample is a symbol instant.
@@ -413,6 +419,9 @@ impl V22bisModem {
                 off_half_bauds: 0,
                 det_power: 0.0,
                 fast_power: 0.0,
+                level_step_half_bauds: 0,
+                mid_power: 0.0,
+                level_ref: 0.0,
                 sym_power: 0.0,
                 agc_gain: 1.0,
                 on_symbol: false,
@@ -699,10 +708,38 @@ impl V22bisModem {
         {
             self.carrier_up(y_raw);
         }
+        // A level step that persists is a new line level, not a fade: re-level the AGC. The
+        // 32-interval average is steady enough to compare against 3 dB.
+        self.rx.mid_power += (y_raw.norm_sqr() - self.rx.mid_power) / 32.0;
+        let ratio = self.rx.fast_power / self.rx.sym_power.max(1e-6);
+        let mid_ratio = self.rx.mid_power / self.rx.sym_power.max(1e-6);
+        let mid_dbm0 = 10.0
+            * (2.0 * self.rx.mid_power / (DBM0_RMS * DBM0_RMS))
+                .max(1e-12)
+                .log10();
+        if !erased
+            && self.rx.off_half_bauds == 0
+            && mid_dbm0 > CARRIER_ON_DBM0
+            && !(0.5..=2.0).contains(&mid_ratio)
+        {
+            // The new level must also hold still: a decaying one is a gap starting.
+            let drift = self.rx.mid_power / self.rx.level_ref.max(1e-6);
+            if self.rx.level_step_half_bauds == 0 || !(0.7..=1.4).contains(&drift) {
+                self.rx.level_ref = self.rx.mid_power;
+                self.rx.level_step_half_bauds = 0;
+            }
+            self.rx.level_step_half_bauds += 1;
+            if self.rx.level_step_half_bauds >= LEVEL_STEP_HALF_BAUDS {
+                self.rx.sym_power = self.rx.mid_power.max(1e-6);
+                self.rx.agc_gain = (MEAN_POINT_ENERGY / self.rx.sym_power).sqrt();
+                self.rx.level_step_half_bauds = 0;
+            }
+        } else {
+            self.rx.level_step_half_bauds = 0;
+        }
         let present = !erased
             && self.rx.off_half_bauds == 0
-            && (self.rx.symbols_since_carrier < ACQUISITION_SYMBOLS
-                || self.rx.fast_power > 0.25 * self.rx.sym_power);
+            && (self.rx.symbols_since_carrier < ACQUISITION_SYMBOLS || ratio > 0.25);
         let y = y_raw.scale(self.rx.agc_gain);
         self.rx.eq.push(y);
         self.rx.on_symbol = !self.rx.on_symbol;
@@ -819,6 +856,7 @@ impl V22bisModem {
         let reacquire = rx.stage != RxStage::Idle;
         rx.sym_power = y_raw.norm_sqr().max(rx.fast_power).max(1.0);
         rx.fast_power = rx.sym_power;
+        rx.mid_power = rx.sym_power;
         rx.agc_gain = (MEAN_POINT_ENERGY / rx.sym_power).sqrt();
         rx.symbols_since_carrier = 0;
         rx.sixteen_way = false;
