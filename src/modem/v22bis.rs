@@ -96,8 +96,10 @@ const TIMING_INTEGRAL: f64 = 0.0005;
 /// Carrier PLL gains (proportional, integral) per symbol.
 const PLL_ACQ: (f32, f32) = (0.25, 0.01);
 const PLL_TRACK: (f32, f32) = (0.03, 0.000_3);
-/// Normalised mean square decision error above which a 2400 bit/s link asks for a retrain.
+/// Normalised mean square decision error above which a 2400 bit/s link asks for a retrain,
+/// once it has lasted `RETRAIN_POOR_SYMBOLS` (300 ms).
 const RETRAIN_MSE: f32 = 0.08;
+const RETRAIN_POOR_SYMBOLS: u32 = ms_to_symbols(300);
 
 /// Bytes accepted by [`V22bisModem::write`] before back-pressure.
 pub const TX_QUEUE_BYTES: usize = 4096;
@@ -316,6 +318,7 @@ struct Rx {
     level_step_half_bauds: u32,
     mid_power: f32,
     level_ref: f32,
+    poor_symbols: u32,
     sym_power: f32,
     agc_gain: f32,
     /// True when the next T/2 sample is a symbol instant.
@@ -422,6 +425,7 @@ impl V22bisModem {
                 level_step_half_bauds: 0,
                 mid_power: 0.0,
                 level_ref: 0.0,
+                poor_symbols: 0,
                 sym_power: 0.0,
                 agc_gain: 1.0,
                 on_symbol: false,
@@ -733,6 +737,7 @@ impl V22bisModem {
                 self.rx.sym_power = self.rx.mid_power.max(1e-6);
                 self.rx.agc_gain = (MEAN_POINT_ENERGY / self.rx.sym_power).sqrt();
                 self.rx.level_step_half_bauds = 0;
+                self.rx.mse = 0.0;
             }
         } else {
             self.rx.level_step_half_bauds = 0;
@@ -1122,12 +1127,21 @@ impl V22bisModem {
                             self.emit(ModemEvent::Data(c));
                         }
                     }
+                    // Only a lasting bad eye asks for a retrain; not while a level step is
+                    // being taken up (the AGC fixes that by itself, and a retrain started with
+                    // the wrong gain can miss the far end's S1).
+                    if present && self.rx.mse > RETRAIN_MSE {
+                        self.rx.poor_symbols += 1;
+                    } else {
+                        self.rx.poor_symbols = 0;
+                    }
                     if self.rate == Rate::R2400
-                        && present
-                        && self.rx.mse > RETRAIN_MSE
+                        && self.rx.level_step_half_bauds == 0
+                        && self.rx.poor_symbols >= RETRAIN_POOR_SYMBOLS
                         && self.tx.seg == TxSeg::Data
                     {
                         self.rx.mse = 0.0;
+                        self.rx.poor_symbols = 0;
                         self.start_retrain(true);
                     }
                 }
