@@ -17,9 +17,11 @@
 //! | `gate`    | the maintenance gate: auth steps, signals, decisions, lockout, audit |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
+//! | `modem`   | software modems: V.22/V.22bis, scrambler, V.14 framing               |
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod gate;
+pub mod modem;
 pub mod runtime;
 pub mod sip;

@@ -7,6 +7,7 @@
 //! MD5 alone (`PolicyInput::digest_algorithms = ["MD5"]`), the setting for such softphones.
 //! Needs the `baresip` Debian package; the test says so and passes vacuously if it is absent.
 
+#[path = "gate_edge/mod.rs"]
 mod common;
 
 use std::net::UdpSocket;

@@ -6,6 +6,7 @@
 //! MD5 HA1s and `nonce::challenges` offers MD5 alone. Needs the `sipsak` Debian package;
 //! the test says so and passes vacuously if it is absent.
 
+#[path = "gate_edge/mod.rs"]
 mod common;
 
 use std::io::Write;
