@@ -14,6 +14,9 @@
 //! | module    | owns                                                                 |
 //! |-----------|----------------------------------------------------------------------|
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
+//! | `media`   | in-band DTMF receiver (`media::inband`, ITU-T Q.23/Q.24)            |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 #![forbid(unsafe_code)]
+
+pub mod media;
