@@ -655,7 +655,7 @@ mod tests {
     }
 
     fn silence(out: &mut Vec<i16>, ms: u32) {
-        out.extend(std::iter::repeat(0).take((ms * 8) as usize));
+        out.extend(std::iter::repeat_n(0, (ms * 8) as usize));
     }
 
     fn detect(samples: &[i16], chunks: &[usize]) -> Vec<InbandEvent> {
@@ -717,7 +717,7 @@ mod tests {
         for offset in [0, 13, 37, 51, 77] {
             let mut s = Vec::new();
             silence(&mut s, 20);
-            s.extend(std::iter::repeat(0).take(offset));
+            s.extend(std::iter::repeat_n(0, offset));
             tone(&mut s, '5', -10.0, 60);
             silence(&mut s, 10);
             tone(&mut s, '5', -10.0, 60);
