@@ -38,11 +38,12 @@
 //! the bin's roll-off, so twist and level hold at ±1.5 %. A block carries a digit when:
 //!
 //! 1. the strongest row and column bins are each ≥ `min_level_dbm0`;
-//! 2. twist is within limits;
+//! 2. twist is within limits (plus [`TWIST_MARGIN_DB`] for measurement error);
 //! 3. every other bin of each group is ≥ [`RELATIVE_PEAK_DB`] below the group's peak;
 //! 4. both measured frequencies are within ±[`FREQ_LIMIT_PCT`] of nominal;
 //! 5. each tone has the same power in both halves within [`STATIONARITY_DB`] (rejects the
-//!    partial blocks of short bursts: a 23 ms burst cannot make two such blocks);
+//!    partial blocks of short bursts: a 23 ms burst cannot make two such blocks); the powers
+//!    come from a least-squares fit of both tones per half, so neither leaks into the other;
 //! 6. the two tones carry ≥ [`TONE_TO_TOTAL_DB`] of the block's AC energy (talk-off guard:
 //!    speech and music spread energy elsewhere);
 //! 7. the second harmonic of the column tone (Hann window) is ≥ [`HARMONIC_REJECT_DB`] below
@@ -96,8 +97,13 @@ pub const DBM0_PEAK: f32 = 22_906.0;
 pub const FREQ_LIMIT_PCT: f32 = 2.5;
 /// Every other bin of a group must be at least this far below the group's peak.
 pub const RELATIVE_PEAK_DB: f32 = 8.0;
-/// Tolerated power difference of one tone between the two halves of a block.
-pub const STATIONARITY_DB: f32 = 3.0;
+/// Tolerated power difference of one tone between the two halves of a block. A 23 ms burst
+/// (184 samples) can fill two blocks only as 94 + 90 samples or worse, leaving one half of
+/// one block at ≤ 43/51 of the amplitude (−1.5 dB): rejected.
+pub const STATIONARITY_DB: f32 = 1.5;
+/// Measurement allowance added to the configured twist limits: the configured figure is the
+/// twist that must be accepted (Q.24), the decision sits this much beyond it.
+pub const TWIST_MARGIN_DB: f32 = 1.0;
 /// Minimum share of the block's AC energy in the two tones (−1 dB ≈ 79 %).
 pub const TONE_TO_TOTAL_DB: f32 = -1.0;
 /// The second harmonic of each tone must be at least this far below the tone.
@@ -180,6 +186,7 @@ pub struct InbandDetector {
     normal_twist: f32,
     reverse_twist: f32,
     bins: [Bin; 8],
+    gram_inv: [[[f32; 4]; 4]; 16],
     hann: [f32; BLOCK_SAMPLES],
     block: [f32; BLOCK_SAMPLES],
     fill: usize,
@@ -209,9 +216,10 @@ impl InbandDetector {
             min_pause_blocks: whole_blocks_within(cfg.min_pause_ms),
             min_power: p0 * db_to_power(cfg.min_level_dbm0),
             present_power: p0 * db_to_power(cfg.min_level_dbm0 - PRESENT_MARGIN_DB),
-            normal_twist: db_to_power(cfg.normal_twist_db),
-            reverse_twist: db_to_power(cfg.reverse_twist_db),
+            normal_twist: db_to_power(cfg.normal_twist_db + TWIST_MARGIN_DB),
+            reverse_twist: db_to_power(cfg.reverse_twist_db + TWIST_MARGIN_DB),
             bins,
+            gram_inv: pair_gram_inverses(),
             hann,
             block: [0.0; BLOCK_SAMPLES],
             fill: 0,
@@ -303,16 +311,14 @@ impl InbandDetector {
     }
 
     fn classify(&self, tones: &[Tone; 8], row: usize, col: usize, energy: f32) -> Option<Key> {
-        let (r, c) = (&tones[row], &tones[4 + col]);
-        // 1. Level, on the offset-corrected powers.
-        if r.power < self.min_power || c.power < self.min_power {
+        // Cheap screen on the raw bins before the pair fit.
+        let margin = db_to_power(-PRESENT_MARGIN_DB);
+        if tones[row].raw_power < self.min_power * margin
+            || tones[4 + col].raw_power < self.min_power * margin
+        {
             return None;
         }
-        // 2. Twist.
-        if r.power > c.power * self.normal_twist || c.power > r.power * self.reverse_twist {
-            return None;
-        }
-        // 3. Relative peak inside each group.
+        // 3. Relative peak inside each group (full-block bins: 78 Hz selectivity).
         let peak = db_to_power(-RELATIVE_PEAK_DB);
         let group_ok = |group: &[Tone], best: usize| {
             group
@@ -323,6 +329,15 @@ impl InbandDetector {
         if !group_ok(&tones[..4], row) || !group_ok(&tones[4..], col) {
             return None;
         }
+        let (r, c) = self.fit_pair(&tones[row], &tones[4 + col], row, col);
+        // 1. Level, on the offset-corrected powers.
+        if r.power < self.min_power || c.power < self.min_power {
+            return None;
+        }
+        // 2. Twist.
+        if r.power > c.power * self.normal_twist || c.power > r.power * self.reverse_twist {
+            return None;
+        }
         // 4. Frequency deviation (Q.24 operate ±1.5 %, non-operate ±3.5 %).
         let limit = FREQ_LIMIT_PCT / 100.0;
         if r.offset_hz.abs() > ROW_HZ[row] * limit || c.offset_hz.abs() > COL_HZ[col] * limit {
@@ -330,11 +345,11 @@ impl InbandDetector {
         }
         // 5. Same power in both halves.
         let stationary = db_to_power(STATIONARITY_DB);
-        let steady = |t: &Tone| {
+        let steady = |t: &Fit| {
             t.half_power[0] <= t.half_power[1] * stationary
                 && t.half_power[1] <= t.half_power[0] * stationary
         };
-        if !steady(r) || !steady(c) {
+        if !steady(&r) || !steady(&c) {
             return None;
         }
         // 6. Tone energy against total energy.
@@ -351,6 +366,50 @@ impl InbandDetector {
             return None;
         }
         Some(Key { row, col })
+    }
+
+    /// Least-squares fit of one sine at each nominal frequency of the pair, separately on each
+    /// half-block. Unlike the raw half-block bins (157 Hz wide, side lobes −13 dB), the fit is
+    /// free of the other tone's leakage, which otherwise swings the half powers by ±4 dB and
+    /// the phases by ±13° at 941/1209 Hz.
+    fn fit_pair(&self, r: &Tone, c: &Tone, row: usize, col: usize) -> (Fit, Fit) {
+        let inv = &self.gram_inv[row * 4 + col];
+        let mut amp = [[(0.0f32, 0.0f32); 2]; 2]; // [tone][half] complex amplitude
+        for (half, (xr, xc)) in r.dft.into_iter().zip(c.dft).enumerate() {
+            // Correlations with cos/sin at each frequency: Σx·cos = Re X, Σx·sin = −Im X.
+            let rhs = [xr.0, -xr.1, xc.0, -xc.1];
+            let mut k = [0.0f32; 4];
+            for (ki, inv_row) in k.iter_mut().zip(inv.iter()) {
+                *ki = inv_row.iter().zip(rhs.iter()).map(|(a, b)| a * b).sum();
+            }
+            // x ≈ C·cos + S·sin = Re((C − jS)·e^{jωn}).
+            amp[0][half] = (k[0], -k[1]);
+            amp[1][half] = (k[2], -k[3]);
+        }
+        let fit = |a: [(f32, f32); 2], bin: &Bin| {
+            // Phase advance of the second half against the first, less the nominal ωM.
+            let (a0, a1) = (a[0], a[1]);
+            let z_re = a1.0 * a0.0 + a1.1 * a0.1;
+            let z_im = a1.1 * a0.0 - a1.0 * a0.1;
+            let (z_re, z_im) = (
+                z_re * bin.rot_re - z_im * bin.rot_im,
+                z_re * bin.rot_im + z_im * bin.rot_re,
+            );
+            let offset_hz =
+                z_im.atan2(z_re) * SAMPLE_RATE_HZ as f32 / (2.0 * PI * HALF_SAMPLES as f32);
+            let half_power = [a0.0 * a0.0 + a0.1 * a0.1, a1.0 * a1.0 + a1.1 * a1.1];
+            let gain = dirichlet(offset_hz, HALF_SAMPLES).max(0.25);
+            Fit {
+                // Mean square of a sine of amplitude |a| is |a|²/2.
+                power: (half_power[0] + half_power[1]) / 4.0 / (gain * gain),
+                offset_hz,
+                half_power,
+            }
+        };
+        (
+            fit(amp[0], &self.bins[row]),
+            fit(amp[1], &self.bins[4 + col]),
+        )
     }
 
     /// Hann-windowed Goertzel power of `self.block` at `hz` (relative units).
@@ -482,21 +541,31 @@ struct Bin {
     coeff: f32,
     cos: f32,
     sin: f32,
-    /// e^{-jωM}, M = half-block length: aligns the second half's DFT with the first.
+    /// e^{-jωM}, M = half-block length: removes the nominal phase advance between halves.
     rot_re: f32,
     rot_im: f32,
+    /// e^{-jω(M-1)}: turns the Goertzel output into the DFT referenced to the half's start.
+    ref_re: f32,
+    ref_im: f32,
 }
 
-/// What one block says about one frequency.
+/// What the raw bins of one block say about one frequency.
 #[derive(Debug, Clone, Copy, Default)]
 struct Tone {
-    /// Mean-square power of a sine at this bin, uncorrected for frequency offset.
+    /// Mean-square power of a sine at this bin over the whole block (rectangular window).
     raw_power: f32,
-    /// `raw_power` corrected for the bin's roll-off at the measured offset.
+    /// DFT of each half, each referenced to its own first sample.
+    dft: [(f32, f32); 2],
+}
+
+/// One tone of a candidate pair after the least-squares fit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fit {
+    /// Mean-square power, corrected for the frequency offset.
     power: f32,
     /// Measured deviation from nominal, Hz.
     offset_hz: f32,
-    /// Power of each half, relative units.
+    /// Squared amplitude in each half.
     half_power: [f32; 2],
 }
 
@@ -504,52 +573,122 @@ impl Bin {
     fn new(hz: f32) -> Self {
         let w = 2.0 * PI * hz / SAMPLE_RATE_HZ as f32;
         let wm = w * HALF_SAMPLES as f32;
+        let wr = w * (HALF_SAMPLES - 1) as f32;
         Self {
             coeff: 2.0 * w.cos(),
             cos: w.cos(),
             sin: w.sin(),
             rot_re: wm.cos(),
             rot_im: -wm.sin(),
+            ref_re: wr.cos(),
+            ref_im: -wr.sin(),
         }
     }
 
-    /// Goertzel over each half; see the module doc for how the halves combine.
+    /// Goertzel over each half, combined coherently into the full-block bin.
     fn measure(&self, first: &[f32], second: &[f32]) -> Tone {
-        let (a_re, a_im) = self.goertzel(first);
-        let (b_re0, b_im0) = self.goertzel(second);
-        // Second half rotated back by ωM so that a tone exactly at nominal frequency gives
-        // the same phase in both halves.
-        let b_re = b_re0 * self.rot_re - b_im0 * self.rot_im;
-        let b_im = b_re0 * self.rot_im + b_im0 * self.rot_re;
-        let full_re = a_re + b_re;
-        let full_im = a_im + b_im;
+        let a = self.dft(first);
+        let b = self.dft(second);
+        // Full-block DFT = X_a + e^{-jωM}·X_b.
+        let full_re = a.0 + b.0 * self.rot_re - b.1 * self.rot_im;
+        let full_im = a.1 + b.0 * self.rot_im + b.1 * self.rot_re;
         let n = BLOCK_SAMPLES as f32;
-        // |X|² = (A·N/2)² for a sine of amplitude A, whose mean square is A²/2.
-        let raw_power = 2.0 * (full_re * full_re + full_im * full_im) / (n * n);
-        // Phase advance of b against a: 2π·Δf·M/fs.
-        let z_re = b_re * a_re + b_im * a_im;
-        let z_im = b_im * a_re - b_re * a_im;
-        let offset_hz = z_im.atan2(z_re) * SAMPLE_RATE_HZ as f32 / (2.0 * PI * HALF_SAMPLES as f32);
-        let gain = dirichlet(offset_hz, BLOCK_SAMPLES).max(0.25);
         Tone {
-            raw_power,
-            power: raw_power / (gain * gain),
-            offset_hz,
-            half_power: [a_re * a_re + a_im * a_im, b_re * b_re + b_im * b_im],
+            // |X|² = (A·N/2)² for a sine of amplitude A, whose mean square is A²/2.
+            raw_power: 2.0 * (full_re * full_re + full_im * full_im) / (n * n),
+            dft: [a, b],
         }
     }
 
-    /// Complex Goertzel output y[M−1] = s[M−1] − e^{−jω}s[M−2]; equal to the DFT up to a
-    /// phase that is the same for both halves.
-    fn goertzel(&self, x: &[f32]) -> (f32, f32) {
+    /// DFT of one half at this frequency: Goertzel y[M−1] = s[M−1] − e^{−jω}s[M−2] equals
+    /// e^{jω(M−1)}·X, so X = e^{−jω(M−1)}·y.
+    fn dft(&self, x: &[f32]) -> (f32, f32) {
         let (mut s1, mut s2) = (0.0f32, 0.0f32);
         for &v in x {
             let s0 = v + self.coeff * s1 - s2;
             s2 = s1;
             s1 = s0;
         }
-        (s1 - self.cos * s2, self.sin * s2)
+        let (y_re, y_im) = (s1 - self.cos * s2, self.sin * s2);
+        (
+            y_re * self.ref_re - y_im * self.ref_im,
+            y_re * self.ref_im + y_im * self.ref_re,
+        )
     }
+}
+
+/// Inverse Gram matrices of the basis [cos ω_r n, sin ω_r n, cos ω_c n, sin ω_c n],
+/// n = 0..M−1, for the 16 row/column pairs (index row·4 + col).
+fn pair_gram_inverses() -> [[[f32; 4]; 4]; 16] {
+    let mut out = [[[0.0f32; 4]; 4]; 16];
+    for (idx, inv) in out.iter_mut().enumerate() {
+        let wr =
+            2.0 * std::f64::consts::PI * f64::from(ROW_HZ[idx / 4]) / f64::from(SAMPLE_RATE_HZ);
+        let wc =
+            2.0 * std::f64::consts::PI * f64::from(COL_HZ[idx % 4]) / f64::from(SAMPLE_RATE_HZ);
+        let mut g = [[0.0f64; 4]; 4];
+        for n in 0..HALF_SAMPLES {
+            let t = n as f64;
+            let basis = [
+                (wr * t).cos(),
+                (wr * t).sin(),
+                (wc * t).cos(),
+                (wc * t).sin(),
+            ];
+            for i in 0..4 {
+                for j in 0..4 {
+                    g[i][j] += basis[i] * basis[j];
+                }
+            }
+        }
+        *inv = invert4(g);
+    }
+    out
+}
+
+/// Gauss–Jordan inverse with partial pivoting. The Gram matrices above are positive definite
+/// (four independent sinusoids over 51 samples, frequencies ≥ 268 Hz apart), so pivots are
+/// far from zero; a zero matrix is returned if that ever failed, which makes every fit zero
+/// and so detects nothing rather than panicking.
+fn invert4(mut a: [[f64; 4]; 4]) -> [[f32; 4]; 4] {
+    let mut inv = [[0.0f64; 4]; 4];
+    for (i, row) in inv.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    for col in 0..4 {
+        let mut pivot = col;
+        for r in col + 1..4 {
+            if a[r][col].abs() > a[pivot][col].abs() {
+                pivot = r;
+            }
+        }
+        if a[pivot][col].abs() < 1e-9 {
+            return [[0.0; 4]; 4];
+        }
+        a.swap(col, pivot);
+        inv.swap(col, pivot);
+        let p = a[col][col];
+        for j in 0..4 {
+            a[col][j] /= p;
+            inv[col][j] /= p;
+        }
+        for r in 0..4 {
+            if r != col {
+                let f = a[r][col];
+                for j in 0..4 {
+                    a[r][j] -= f * a[col][j];
+                    inv[r][j] -= f * inv[col][j];
+                }
+            }
+        }
+    }
+    let mut out = [[0.0f32; 4]; 4];
+    for (o, i) in out.iter_mut().zip(inv.iter()) {
+        for (x, y) in o.iter_mut().zip(i.iter()) {
+            *x = *y as f32;
+        }
+    }
+    out
 }
 
 /// Amplitude response of an `n`-point rectangular DFT bin to a sine `offset_hz` away.
