@@ -240,7 +240,7 @@ fn q24_durations_40_ms_accepted_short_bursts_rejected_interruptions_bridged() {
     // Every alignment of the tone against our 102-sample blocks (step 6 samples).
     let mut all = |label: &str, accept: bool, on: usize, off: usize, cfg: InbandConfig| {
         let mut ok = true;
-        let mut cells = vec![0usize; 4];
+        let mut cells = [0usize; 4];
         let mut total = 0;
         for lead in (0..102).step_by(6) {
             let (sent, mut pcm) = sequence(|d| Pair::digit(d, -10.0), on, off);
