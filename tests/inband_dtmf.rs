@@ -435,3 +435,83 @@ fn g711_test_codec_round_trips_within_one_step() {
     assert_eq!(ulaw_decode(ulaw_encode(0)), 0);
     assert_eq!(alaw_decode(alaw_encode(0)), 8);
 }
+
+/// Read an audio file as 8 kHz mono linear samples through sox, or `None` if unavailable.
+fn load_with_sox(path: &std::path::Path) -> Option<Vec<i16>> {
+    if !path.exists() {
+        return None;
+    }
+    let out = std::process::Command::new("sox")
+        .arg(path)
+        .args([
+            "-t",
+            "raw",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        out.stdout
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect(),
+    )
+}
+
+#[test]
+fn baresip_keypad_sounds_are_detected_and_its_call_progress_tones_are_not() {
+    let dir = std::path::Path::new("/usr/share/baresip");
+    if !dir.exists() {
+        eprintln!("SKIP: /usr/share/baresip missing (apt-get install baresip)");
+        return;
+    }
+    let mut files: Vec<(String, String)> = (0..10)
+        .map(|d| (format!("sound{d}.wav"), d.to_string()))
+        .collect();
+    files.push(("soundstar.wav".into(), "*".into()));
+    files.push(("soundroute.wav".into(), "#".into()));
+    for name in [
+        "busy",
+        "callwaiting",
+        "error",
+        "message",
+        "notfound",
+        "ring",
+        "ringback",
+    ] {
+        files.push((format!("{name}.wav"), String::new()));
+    }
+    let mut text = String::from("baresip sound files through G.711 (expected / ours / spandsp)\n");
+    for (name, expect) in &files {
+        let Some(pcm) = load_with_sox(&dir.join(name)) else {
+            eprintln!("SKIP {name}: missing or sox failed");
+            continue;
+        };
+        for law in LAWS {
+            let line = law.channel(&pcm);
+            let ours = digits(&detect(&line));
+            let span = spandsp_digits(&line).unwrap_or_else(|| "n/a".into());
+            text += &format!(
+                "{:<16} {} expect {:<2} ours {:<2} spandsp {}\n",
+                name,
+                law.name(),
+                format!("'{expect}'"),
+                format!("'{ours}'"),
+                span
+            );
+            assert_eq!(&ours, expect, "{name} {}", law.name());
+        }
+    }
+    report("baresip-sounds", &text);
+}
