@@ -26,6 +26,10 @@ const VOICES: &[(&str, u32, u32, &[&str])] = &[
     ("nl", 175, 65, NL),
     ("ja", 160, 85, JA),
     ("hi", 170, 60, HI),
+    // Slow and high-pitched: long steady vowels, the hardest espeak material for talk-off.
+    ("en+f4", 80, 99, EN),
+    ("it+f2", 90, 99, IT),
+    ("ja", 80, 99, JA),
 ];
 
 const EN: &[&str] = &[

@@ -47,7 +47,10 @@
 //! 6. the two tones carry ≥ [`TONE_TO_TOTAL_DB`] of the block's AC energy (talk-off guard:
 //!    speech and music spread energy elsewhere);
 //! 7. the second harmonic of the column tone (Hann window) is ≥ [`HARMONIC_REJECT_DB`] below
-//!    it (row harmonics fall next to column tones; check 6 covers them).
+//!    it (row harmonics fall next to column tones; check 6 covers them);
+//! 8. the guard band under the low group (Hann bins at 300/400/500 Hz) holds ≥
+//!    [`GUARD_BAND_REJECT_DB`] less than the weaker tone (a voice's fundamental and low
+//!    harmonics live there).
 //!
 //! A digit starts after `min_tone_blocks` consecutive blocks carry it and ends after
 //! `min_pause_blocks` consecutive blocks in which it is absent (a looser test than 1–7, so a
@@ -104,10 +107,16 @@ pub const STATIONARITY_DB: f32 = 1.5;
 /// Measurement allowance added to the configured twist limits: the configured figure is the
 /// twist that must be accepted (Q.24), the decision sits this much beyond it.
 pub const TWIST_MARGIN_DB: f32 = 1.0;
-/// Minimum share of the block's AC energy in the two tones (−1 dB ≈ 79 %).
+/// Minimum share of the block's AC energy in the two tones (−1 dB ≈ 79 %). −0.5 dB would
+/// also stop voiced harmonics, but costs detection at 10 dB SNR; check 8 does that instead.
 pub const TONE_TO_TOTAL_DB: f32 = -1.0;
 /// The second harmonic of each tone must be at least this far below the tone.
 pub const HARMONIC_REJECT_DB: f32 = 12.0;
+/// Hann bins probing the band under the low group (check 8); 500 Hz is the highest that
+/// stays ≥ 2.4 bins (−32 dB) from 697 Hz − 1.5 %.
+pub const GUARD_BAND_HZ: [f32; 3] = [300.0, 400.0, 500.0];
+/// The guard band's power must be at least this far below the weaker tone.
+pub const GUARD_BAND_REJECT_DB: f32 = 12.0;
 /// "Still present" margin under `min_level_dbm0` used to bridge interruptions.
 const PRESENT_MARGIN_DB: f32 = 6.0;
 /// "Still present" share of energy in the digit's two tones (−6 dB).
@@ -359,10 +368,19 @@ impl InbandDetector {
         // 7. Second harmonic of the column tone, Hann-windowed so the row tone's side lobes
         // stay out. Row harmonics are not tested apart: 2 × 697/770/852 Hz lie 58–71 Hz from
         // 1336/1477/1633 Hz, inseparable in 12.75 ms; their energy already fails check 6.
-        let hz = COL_HZ[col];
-        if self.windowed_power(2.0 * hz)
-            > self.windowed_power(hz) * db_to_power(-HARMONIC_REJECT_DB)
-        {
+        let col_w = self.windowed_power(COL_HZ[col]);
+        if self.windowed_power(2.0 * COL_HZ[col]) > col_w * db_to_power(-HARMONIC_REJECT_DB) {
+            return None;
+        }
+        // 8. Guard band under the low group: a DTMF signal has nothing there, a voice has its
+        // fundamental and first harmonics (a voice at F0 = 310 Hz puts its 3rd and 4th
+        // harmonics on 941 Hz and 1209 Hz + 2.6 %, passing checks 1–7).
+        let weaker = col_w.min(self.windowed_power(ROW_HZ[row]));
+        let guard: f32 = GUARD_BAND_HZ
+            .iter()
+            .map(|&hz| self.windowed_power(hz))
+            .sum();
+        if guard > weaker * db_to_power(-GUARD_BAND_REJECT_DB) {
             return None;
         }
         Some(Key { row, col })
