@@ -127,10 +127,13 @@ pub const EVENT_QUEUE_CAP: usize = 32;
 /// Detector settings. `Default` gives the Q.24 figures in the module table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InbandConfig {
-    /// Tones at least this long are always accepted (Q.24: 40 ms). Tones shorter than about
-    /// half of it plus one block are rejected.
+    /// Tones at least this long are always accepted (Q.24: 40 ms). The detector asks for
+    /// ⌊(8·ms − 101) / 102⌋ (at least 1) consecutive blocks each nearly full of tone (check 5),
+    /// so with 40 ms two blocks are needed and bursts of 23 ms or less are rejected.
     pub min_tone_ms: u32,
-    /// Pauses at least this long always separate two digits (Q.24: 40 ms).
+    /// Pauses at least this long always separate two digits (Q.24: 40 ms): a digit ends after
+    /// ⌊(8·ms − 101) / 102⌋ (at least 1) blocks without it. At 40 ms (two blocks) a 10 ms
+    /// interruption, which spoils at most one block, is bridged; below 38 ms it may not be.
     pub min_pause_ms: u32,
     /// Weakest accepted level of each tone, dBm0.
     pub min_level_dbm0: f32,
@@ -268,7 +271,8 @@ impl InbandDetector {
     }
 
     /// End of input (call ended): a digit still held is reported now, ending at the last
-    /// block in which it was present. Samples of an incomplete block are discarded.
+    /// block in which it was present, and an unconfirmed one is forgotten. Samples of an
+    /// incomplete block stay buffered, so pushing may continue on the same time line.
     pub fn finish(&mut self) {
         if let Some(active) = self.active.take() {
             self.emit(active);
