@@ -133,7 +133,7 @@ pub struct InbandConfig {
     pub min_tone_ms: u32,
     /// Pauses at least this long always separate two digits (Q.24: 40 ms): a digit ends after
     /// ⌊(8·ms − 101) / 102⌋ (at least 1) blocks without it. At 40 ms (two blocks) a 10 ms
-    /// interruption, which spoils at most one block, is bridged; below 38 ms it may not be.
+    /// interruption, which spoils at most one block, is bridged; below 39 ms it may not be.
     pub min_pause_ms: u32,
     /// Weakest accepted level of each tone, dBm0.
     pub min_level_dbm0: f32,
