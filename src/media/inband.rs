@@ -5,7 +5,11 @@
 //! timing of each digit in samples. It does not decode G.711, read clocks or allocate per call:
 //! the caller pushes `i16` samples and drains [`InbandDetector::poll_event`].
 //!
-//! # Requirements implemented (ITU-T Q.24 §2 / Table A-1, the figures most administrations use)
+//! # Requirements implemented
+//!
+//! ITU-T Q.24 lists receiver limits per administration; the figures below are the ones most
+//! administrations share, as commonly summarised (e.g. in spandsp's `dtmf.h`). The Q.24 text
+//! itself was not at hand, so clause numbers are not cited.
 //!
 //! | requirement                       | Q.24 figure                  | here                          |
 //! |-----------------------------------|------------------------------|-------------------------------|
@@ -15,7 +19,7 @@
 //! | reverse twist (high group louder) | ≤ 4 dB                       | `reverse_twist_db` = 4        |
 //! | sensitivity per frequency         | −25 dBm0 must operate        | `min_level_dbm0` = −30        |
 //! | tone duration, operate            | ≥ 40 ms                      | `min_tone_ms` = 40            |
-//! | tone duration, non-operate        | ≤ 23 ms (some: 20 ms)        | rejected (see stationarity)   |
+//! | tone duration, non-operate        | ≤ 23 ms (some: 20 ms)        | rejected (check 5)            |
 //! | pause, operate                    | ≥ 40 ms                      | `min_pause_ms` = 40           |
 //! | interruption bridged              | ≤ 10 ms                      | bridged when `min_pause_ms` ≥ 40 |
 //!
@@ -32,10 +36,13 @@
 //! covers two whole blocks (2 × 102 + 101 ≤ 320), which is what the duration rule needs.
 //!
 //! Each block is analysed as two halves of 51 samples. The two half-block DFTs of a frequency
-//! combine coherently into the full-block DFT (selectivity), and the phase advance between
-//! them measures the actual frequency (unambiguous to ±78 Hz), which the 78 Hz-wide bin alone
-//! cannot do for ±3.5 % of 697 Hz (24 Hz). The measured offset also corrects the level lost in
-//! the bin's roll-off, so twist and level hold at ±1.5 %. A block carries a digit when:
+//! combine coherently into the full-block DFT (selectivity, check 3). For the strongest row
+//! and column, a least-squares fit of both sines on each half (4 × 4 normal equations,
+//! inverted once at construction) removes each tone's leakage into the other's bin; the
+//! phase advance of each fitted tone from the first half to the second measures its actual
+//! frequency (unambiguous to ±78 Hz), which the 78 Hz-wide bin alone cannot do for ±3.5 % of
+//! 697 Hz (24 Hz). The measured offset also corrects the level lost in the bin's roll-off, so
+//! twist and level hold at ±1.5 %. A block carries a digit when:
 //!
 //! 1. the strongest row and column bins are each ≥ `min_level_dbm0`;
 //! 2. twist is within limits (plus [`TWIST_MARGIN_DB`] for measurement error);
