@@ -108,8 +108,8 @@ pub const FREQ_LIMIT_PCT: f32 = 2.5;
 /// Every other bin of a group must be at least this far below the group's peak.
 pub const RELATIVE_PEAK_DB: f32 = 8.0;
 /// Tolerated power difference of one tone between the two halves of a block. A 23 ms burst
-/// (184 samples) can fill two blocks only as 94 + 90 samples or worse, leaving one half of
-/// one block at ≤ 43/51 of the amplitude (−1.5 dB): rejected. Measured margin is thin (at
+/// (184 samples) over two blocks leaves ≤ 92 samples in one of them, whose weaker half then
+/// holds ≤ 41/51 of the amplitude (−1.9 dB): rejected. Measured margin is thin (at
 /// 1.6 dB one 23 ms burst in 272 passes); wider limits would help at low SNR (1.8 dB:
 /// 160/160 instead of 157/160 digits at 10 dB SNR) but admit 23 ms bursts.
 pub const STATIONARITY_DB: f32 = 1.5;
