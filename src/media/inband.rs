@@ -523,7 +523,9 @@ impl InbandDetector {
     }
 }
 
-/// Row and column index of a digit.
+/// Row and column index of a digit. Both are < 4 by construction (`strongest` over the
+/// 4-element groups), which is what makes the `KEYPAD`, `ROW_HZ`, `COL_HZ` and `tones`
+/// indexing in this file infallible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
     row: usize,
