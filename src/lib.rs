@@ -15,6 +15,7 @@
 //! |-----------|----------------------------------------------------------------------|
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `gate`    | the maintenance gate: auth steps, signals, decisions, lockout, audit |
+//! | `media`   | in-band DTMF receiver (`media::inband`, ITU-T Q.23/Q.24)            |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 //! | `modem`   | software modems: V.22/V.22bis, scrambler, V.14 framing               |
@@ -22,6 +23,7 @@
 
 pub mod config;
 pub mod gate;
+pub mod media;
 pub mod modem;
 pub mod runtime;
 pub mod sip;
