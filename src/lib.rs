@@ -15,8 +15,12 @@
 //! |-----------|----------------------------------------------------------------------|
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
+//! | `sdp`     | SDP offer/answer (RFC 3264) for G.711 audio and RFC 4733 events      |
+//! | `media`   | RTP media; `media::prompt` loads WAV prompts as 8 kHz samples        |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 #![forbid(unsafe_code)]
 
+pub mod media;
 pub mod runtime;
+pub mod sdp;
 pub mod sip;
