@@ -82,11 +82,12 @@ pub(crate) fn parse(body: &[u8]) -> Result<ParsedSdp, SdpError> {
         valid_up_to: e.valid_up_to(),
     })?;
     let (neutral, originals) = neutralize_media_lines(text)?;
-    let desc = SessionDescription::unmarshal(&mut Cursor::new(neutral.as_bytes())).map_err(
-        |e| SdpError::Malformed {
-            reason: e.to_string(),
-        },
-    )?;
+    let desc =
+        SessionDescription::unmarshal(&mut Cursor::new(neutral.as_bytes())).map_err(|e| {
+            SdpError::Malformed {
+                reason: e.to_string(),
+            }
+        })?;
     if desc.media_descriptions.len() != originals.len() {
         // Our line scan and the crate's lexer disagree on where m= lines are; refuse rather
         // than answer the wrong lines.
