@@ -107,7 +107,7 @@ pub fn accept_answer(offered: &LocalMedia, answer: &[u8]) -> Result<NegotiatedMe
             answered: parsed.media.len(),
         });
     };
-    if m.media != "audio" || m.proto != AUDIO_PROTO {
+    if !is_audio_rtp_avp(m) {
         return Err(SdpError::MediaMismatch {
             media: m.media.clone(),
             proto: m.proto.clone(),
@@ -147,7 +147,7 @@ struct Choice {
 
 /// Our codec choice for an offered line, or `None` if we must refuse the line.
 fn accept_audio_line(m: &ParsedMedia, local: &LocalMedia) -> Option<Choice> {
-    if m.media != "audio" || m.proto != AUDIO_PROTO || m.port == 0 {
+    if !is_audio_rtp_avp(m) || m.port == 0 {
         return None;
     }
     if let Some(ConnAddr::Ip(ip)) = m.connection {
@@ -202,6 +202,12 @@ fn negotiated(
         direction: m.direction.reversed(),
         on_hold,
     })
+}
+
+/// Media types and proto identifiers are tokens registered with IANA in one spelling, but
+/// some gateways vary the case; compare without it.
+fn is_audio_rtp_avp(m: &ParsedMedia) -> bool {
+    m.media.eq_ignore_ascii_case("audio") && m.proto.eq_ignore_ascii_case(AUDIO_PROTO)
 }
 
 /// RFC 8866 §6.4: `a=ptime` is the packet time the peer wants to receive; honour it when sane,
@@ -633,6 +639,13 @@ mod tests {
                 false,
             ),
             ("", "", "0.0.0.0", Direction::SendRecv, true),
+            (
+                "",
+                "a=foo\r\na=sendonly\r\na=bar:1\r\n",
+                "192.0.2.10",
+                Direction::RecvOnly,
+                true,
+            ),
             ("", "a=sendonly\r\n", "0.0.0.0", Direction::RecvOnly, true),
         ];
         for (session_attrs, media_attrs, conn, dir, hold) in table {
