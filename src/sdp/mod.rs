@@ -7,7 +7,7 @@
 //! `telephone-event/8000` (RFC 4733 §7.1); every other `m=` line is refused with port 0 so the
 //! answer mirrors the offer line for line (RFC 3264 §6).
 //!
-//! Parsing uses the `sdp` crate (webrtc-rs) behind [`parse`]: it keeps unknown attributes, which
+//! Parsing uses the `sdp` crate (webrtc-rs) behind our private `parse` module: it keeps unknown attributes, which
 //! a correct answer needs. None of its types leave this module. Everything here is pure: no
 //! clock, no sockets, no randomness (session id and version come in [`LocalMedia`]), and bad
 //! input is an [`SdpError`], never a panic. Bodies are capped at [`MAX_SDP_LEN`] bytes and
