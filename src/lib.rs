@@ -15,8 +15,9 @@
 //! |-----------|----------------------------------------------------------------------|
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `gate`    | the maintenance gate: auth steps, signals, decisions, lockout, audit |
-//! | `media`   | in-band DTMF receiver (`media::inband`, ITU-T Q.23/Q.24)            |
+//! | `media`   | in-band DTMF (ITU-T Q.23/Q.24), WAV prompts, RTP media               |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
+//! | `sdp`     | SDP offer/answer (RFC 3264) for G.711 audio and RFC 4733 events      |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 //! | `modem`   | software modems: V.22/V.22bis, scrambler, V.14 framing               |
 #![forbid(unsafe_code)]
@@ -26,4 +27,5 @@ pub mod gate;
 pub mod media;
 pub mod modem;
 pub mod runtime;
+pub mod sdp;
 pub mod sip;

@@ -1,1 +1,2 @@
 pub mod inband;
+pub mod prompt;
