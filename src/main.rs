@@ -30,6 +30,17 @@ enum Command {
         /// Dialplan file (JSON).
         file: PathBuf,
     },
+    /// Hash a secret for the dialplan. Reads it from the terminal without echo, or the first
+    /// line of stdin. Without options: the argon2id string for a DTMF PIN (`admins[].pin`).
+    /// With --realm and --user: the digest HA1 values for a SIP password (`admins[].digest`).
+    HashSecret {
+        /// Digest realm (the gate's `security.realm`).
+        #[arg(long, requires = "user")]
+        realm: Option<String>,
+        /// Digest username (the administrator's ID).
+        #[arg(long, requires = "realm")]
+        user: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +55,47 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Run { config } => run(&config),
+        Command::HashSecret { realm, user } => hash_secret(realm, user),
+    }
+}
+
+fn hash_secret(realm: Option<String>, user: Option<String>) -> ExitCode {
+    use std::io::IsTerminal;
+    let what = if realm.is_some() {
+        "SIP password"
+    } else {
+        "PIN"
+    };
+    let secret = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("{what}: "))
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    };
+    let secret = match secret {
+        Ok(s) => dialback::gate::Secret::new(s.trim_end_matches(['\r', '\n'])),
+        Err(e) => {
+            eprintln!("dialback: cannot read the secret: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match (realm, user) {
+        (Some(realm), Some(user)) => {
+            let (md5, sha256) = dialback::gate::pin::digest_ha1s(&user, &realm, &secret);
+            let out = serde_json::json!({ "realm": realm, "ha1_md5": md5, "ha1_sha256": sha256 });
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        _ => match dialback::gate::pin::hash_pin(&secret, &mut rand::rngs::OsRng) {
+            Ok(phc) => {
+                println!("{phc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dialback: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
