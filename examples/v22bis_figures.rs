@@ -5,7 +5,7 @@
 //! SNR is signal power over the power of white Gaussian noise measured in a 3 kHz band (the
 //! noise generated covers 0–4 kHz, so its total power is 4/3 of that). BER is measured on a
 //! scrambled-ones pattern (V.14 idle) after CONNECT: every descrambled 0 is an error.
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/modem_common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
