@@ -117,15 +117,18 @@ impl AuditLog {
     pub async fn record(&self, rec: &AuditRecord) -> Result<(), AuditError> {
         let line = rec.to_json_line();
         let inner = Arc::clone(&self.inner);
-        let outcome = tokio::task::spawn_blocking(move || inner.append(line.as_bytes()))
-            .await
-            .unwrap_or_else(|_| {
-                Err(AuditError::WriterLost {
+        // The health flag is updated inside the blocking task, under the writer lock, so it
+        // always reflects the latest write even if this future is dropped mid-way.
+        match tokio::task::spawn_blocking(move || inner.append(line.as_bytes())).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let e = AuditError::WriterLost {
                     path: self.inner.path.clone(),
-                })
-            });
-        self.inner.note(&outcome);
-        outcome
+                };
+                self.inner.note(&Err(&e));
+                Err(e)
+            }
+        }
     }
 
     /// False after a failed write or fsync, until a later record succeeds. Feed it to
@@ -140,11 +143,18 @@ impl AuditLog {
 }
 
 impl Inner {
-    /// Blocking: one line, one write loop, then `fdatasync` if configured.
+    /// Blocking: one line, one write loop, then `fdatasync` if configured; the health flag
+    /// is set before the lock is released, so concurrent writers cannot leave it stale.
     fn append(&self, line: &[u8]) -> Result<(), AuditError> {
         // A poisoned lock only means an earlier writer panicked mid-call; the descriptor is
         // still valid and `torn` says whether a fragment may be pending.
         let mut w = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcome = self.write_line(&mut w, line);
+        self.note(&outcome.as_ref().map(|_| ()));
+        outcome
+    }
+
+    fn write_line(&self, w: &mut Writer, line: &[u8]) -> Result<(), AuditError> {
         let write_err = |source| AuditError::Write {
             path: self.path.clone(),
             source,
@@ -170,7 +180,7 @@ impl Inner {
     }
 
     /// Updates the health flag and says so in the log on each change (and at every failure).
-    fn note(&self, outcome: &Result<(), AuditError>) {
+    fn note(&self, outcome: &Result<(), &AuditError>) {
         match outcome {
             Ok(()) => {
                 if !self.healthy.swap(true, Ordering::AcqRel) {
@@ -332,21 +342,33 @@ mod tests {
         assert!(msg.contains("audit.jsonl"), "{msg}");
     }
 
+    /// A read-only location refuses the log at start-up, with its path. sysfs refuses new
+    /// files even to root; a 0400 file does so for everyone else.
     #[cfg(unix)]
     #[test]
-    fn unwritable_log_fails_to_open_with_its_path() {
+    fn read_only_location_fails_to_open_with_its_path() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        std::fs::write(&path, b"").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
-        // Root ignores file modes; the check only means something for other users.
-        if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
-            return;
+        let readonly_file = dir.path().join("audit.jsonl");
+        std::fs::write(&readonly_file, b"").unwrap();
+        std::fs::set_permissions(&readonly_file, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let mut paths = vec![PathBuf::from("/sys/kernel/audit.jsonl")];
+        // Root ignores file modes.
+        if std::fs::OpenOptions::new()
+            .append(true)
+            .open(&readonly_file)
+            .is_err()
+        {
+            paths.push(readonly_file);
         }
-        let err = AuditLog::open(&path, true).unwrap_err();
-        assert!(matches!(err, AuditError::Open { .. }), "{err:?}");
-        assert!(err.to_string().contains("audit.jsonl"));
+        let mut tried = 0;
+        for path in paths.iter().filter(|p| parent_dir(p).is_dir()) {
+            let err = AuditLog::open(path, true).unwrap_err();
+            assert!(matches!(err, AuditError::Open { .. }), "{err:?}");
+            assert!(err.to_string().contains(&*path.to_string_lossy()));
+            tried += 1;
+        }
+        assert!(tried > 0, "no read-only location to try");
     }
 
     /// `/dev/full` answers every write with ENOSPC: a real disk-full failure, not a mock.
