@@ -2,7 +2,9 @@
 //! sans-IO [`Trunk`] with wall-clock `Instant`s, plus signal-driven graceful shutdown
 //! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
 
+pub mod audit;
 pub mod plan;
+pub mod state;
 mod tcp;
 
 use std::collections::HashMap;
