@@ -151,13 +151,15 @@ fn run(config: &std::path::Path) -> ExitCode {
         let specs = dialback::runtime::plan::trunk_specs(&loaded.dialplan)
             .await
             .map_err(|e| (2u8, e.to_string()))?;
+        let gate = dialback::runtime::gate::Gate::from_dialplan(&loaded.dialplan)
+            .map_err(|e| (1u8, e.to_string()))?;
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("signal received");
             let _ = tx.send(true);
         });
-        dialback::runtime::run(specs, rx)
+        dialback::runtime::run(specs, Some(gate), rx)
             .await
             .map_err(|e| (1u8, e.to_string()))
     });

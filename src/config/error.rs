@@ -105,6 +105,8 @@ pub enum Problem {
     BadModemTarget { value: String },
     #[error("modulation {name} is listed twice")]
     DuplicateModulation { name: String },
+    #[error("digest algorithm {name:?} is not one of SHA-256, MD5, SHA-256-sess, MD5-sess, or is listed twice")]
+    BadDigestAlgorithm { name: String },
     #[error("low port {low} must be even and below high port {high}")]
     BadPortRange { low: u16, high: u16 },
     #[error("{value} must not be below {other} ({min})")]

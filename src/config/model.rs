@@ -294,6 +294,10 @@ pub struct Security {
     pub nonce_ttl_s: u32,
     /// Digest realm (RFC 7616 §3.3). Default `dialback`, non-empty.
     pub realm: String,
+    /// Digest algorithms the MESSAGE challenge offers, in order (RFC 8760 §2.4). Default
+    /// `["SHA-256", "MD5"]`. MD5-only user agents that answer only the first challenge
+    /// (sipsak 0.9) need MD5 first; baresip 1.0 gives up if any SHA-256 challenge is offered.
+    pub digest_algorithms: Vec<String>,
     /// Lockout/rate state file. Default `state.json` next to the dialplan.
     pub state_path: PathBuf,
 }

@@ -225,6 +225,7 @@ pub(crate) struct RawSecurity {
     pub nonce_ttl_s: u32,
     pub realm: String,
     pub state_path: String,
+    pub digest_algorithms: Vec<String>,
 }
 
 impl Default for RawSecurity {
@@ -238,6 +239,7 @@ impl Default for RawSecurity {
             nonce_ttl_s: 300,
             realm: "dialback".into(),
             state_path: "state.json".into(),
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
         }
     }
 }

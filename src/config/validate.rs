@@ -668,7 +668,22 @@ impl Validator<'_> {
         }
         self.non_empty("$.security.realm", &raw.realm);
         self.non_empty("$.security.state_path", &raw.state_path);
+        let mut seen: Vec<&str> = Vec::new();
+        for name in &raw.digest_algorithms {
+            let known = ["SHA-256", "MD5", "SHA-256-sess", "MD5-sess"].contains(&name.as_str());
+            if !known || seen.contains(&name.as_str()) {
+                self.err(
+                    "$.security.digest_algorithms",
+                    Problem::BadDigestAlgorithm { name: name.clone() },
+                );
+            }
+            seen.push(name);
+        }
+        if raw.digest_algorithms.is_empty() {
+            self.err("$.security.digest_algorithms", Problem::Empty);
+        }
         Security {
+            digest_algorithms: raw.digest_algorithms.clone(),
             tries_per_call: raw.tries_per_call,
             max_failures: raw.max_failures,
             failure_window_s: raw.failure_window_s,

@@ -3,6 +3,7 @@
 //! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
 
 pub mod audit;
+pub mod gate;
 pub mod plan;
 pub mod state;
 mod tcp;
@@ -18,8 +19,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::sip::build::Extras;
 use crate::sip::endpoint::{EndpointConfig, Event, Stats, TrunkKind};
-use crate::sip::message::Method;
+use crate::sip::message::{Message, Method};
 use crate::sip::register::RegEvent;
+use crate::sip::transaction::ServerTxnId;
 use crate::sip::trunk::{Trunk, TrunkEvent, TrunkRegistration};
 
 /// How long a clean shutdown waits for un-REGISTER answers.
@@ -52,9 +54,11 @@ pub struct TrunkSpec {
     pub registration: Option<TrunkRegistration>,
 }
 
-/// Run all trunks until `shutdown` flips to true, then unregister and return.
+/// Run all trunks until `shutdown` flips to true, then unregister and return. With a gate,
+/// MESSAGEs on the user and admin trunks go to it; without one they get 480.
 pub async fn run(
     trunks: Vec<TrunkSpec>,
+    gate: Option<gate::Gate>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RuntimeError> {
     let mut bound = Vec::new();
@@ -82,12 +86,21 @@ pub async fn run(
         info!(trunk = name, listen = %spec.listen, tcp = spec.tcp, "trunk listening");
         bound.push((spec, udp, tcp));
     }
+    let app = gate.map(|g| {
+        let (tx, rx) = mpsc::channel(gate::GATE_QUEUE);
+        tokio::spawn(g.serve(rx).instrument(tracing::info_span!("gate")));
+        tx
+    });
     let mut tasks = Vec::new();
     for (spec, udp, tcp) in bound {
         let name = spec.endpoint.kind.as_str();
         let rx = shutdown.clone();
+        let app = match spec.endpoint.kind {
+            TrunkKind::User | TrunkKind::Admin => app.clone(),
+            TrunkKind::Originate => None,
+        };
         tasks.push(tokio::spawn(
-            trunk_task(spec, udp, tcp, rx).instrument(tracing::info_span!("trunk", name)),
+            trunk_task(spec, udp, tcp, rx, app).instrument(tracing::info_span!("trunk", name)),
         ));
     }
     for t in tasks {
@@ -101,11 +114,18 @@ async fn trunk_task(
     udp: UdpSocket,
     tcp: Option<tokio::net::TcpListener>,
     mut shutdown: watch::Receiver<bool>,
+    app_tx: Option<mpsc::Sender<gate::AppRequest>>,
 ) {
     let kind = spec.endpoint.kind;
     let limits = spec.endpoint.limits;
     let aor = spec.registration.as_ref().map(|r| r.config.aor.clone());
     let mut trunk = Trunk::new(spec.endpoint.clone(), spec.registration.clone());
+    let (reply_tx, mut reply_rx) = mpsc::channel::<gate::AppReply>(64);
+    let mut app = app_tx.map(|tx| AppLink {
+        tx,
+        reply_tx,
+        pending: HashMap::new(),
+    });
     let udp = Arc::new(udp);
     // Stream connections: framed messages in through one bounded channel, writers by id.
     let (in_tx, mut in_rx) = mpsc::channel::<tcp::Inbound>(256);
@@ -128,7 +148,7 @@ async fn trunk_task(
     trunk.handle_timeout(Instant::now());
     loop {
         flush(&mut trunk, &udp, &mut writers).await;
-        handle_events(&mut trunk, kind, aor.as_deref());
+        handle_events(&mut trunk, kind, aor.as_deref(), &mut app);
         flush(&mut trunk, &udp, &mut writers).await;
         if let Some(since) = stopping {
             if !trunk.unregistering() || since.elapsed() > SHUTDOWN_GRACE {
@@ -161,6 +181,12 @@ async fn trunk_task(
                 tcp::Inbound::Malformed { conn } => { trunk.endpoint().note_malformed(); writers.remove(&conn); }
                 tcp::Inbound::Closed { conn } => { writers.remove(&conn); }
             },
+            Some(r) = reply_rx.recv() => {
+                if let Some(msg) = app.as_mut().and_then(|l| l.pending.remove(&r.id)) {
+                    let extras = Extras { headers: r.headers, body: None };
+                    trunk.endpoint().respond(Instant::now(), r.id, &msg, r.code, r.reason, &extras);
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => trunk.handle_timeout(Instant::now()),
             _ = stats_tick.tick() => {
                 let s = trunk.endpoint().stats();
@@ -255,7 +281,15 @@ fn first_line(data: &[u8]) -> String {
 }
 
 /// Application side until the maintenance gate is wired in: answer what the trunk handed up.
-fn handle_events(trunk: &mut Trunk, kind: TrunkKind, aor: Option<&str>) {
+/// The link from a trunk task to the gate actor.
+struct AppLink {
+    tx: mpsc::Sender<gate::AppRequest>,
+    reply_tx: mpsc::Sender<gate::AppReply>,
+    /// Requests waiting for the gate's answer (bounded by the endpoint's transaction cap).
+    pending: HashMap<ServerTxnId, Box<Message>>,
+}
+
+fn handle_events(trunk: &mut Trunk, kind: TrunkKind, aor: Option<&str>, app: &mut Option<AppLink>) {
     while let Some(ev) = trunk.poll_event() {
         match ev {
             TrunkEvent::Registration(RegEvent::Registered { expires_s }) => {
@@ -286,6 +320,35 @@ fn handle_events(trunk: &mut Trunk, kind: TrunkKind, aor: Option<&str>) {
                 route,
             }) => {
                 debug!(src = %route.addr, method = %info.method, call_id = info.call_id, "request");
+                if let (Method::Message, Some(link)) = (&info.method, app.as_mut()) {
+                    let req = gate::AppRequest {
+                        trunk: kind,
+                        src: route.addr,
+                        tcp: route.conn.is_some(),
+                        id,
+                        request_uri: info.uri.clone(),
+                        authorization: msg.header("authorization").map(str::to_string),
+                        body: msg.body.clone(),
+                        reply: link.reply_tx.clone(),
+                    };
+                    if link.tx.try_send(req).is_ok() {
+                        link.pending.insert(id, msg);
+                    } else {
+                        let extras = Extras {
+                            headers: vec![("Retry-After", "5".to_string())],
+                            body: None,
+                        };
+                        trunk.endpoint().respond(
+                            Instant::now(),
+                            id,
+                            &msg,
+                            503,
+                            "Service Unavailable",
+                            &extras,
+                        );
+                    }
+                    continue;
+                }
                 let (code, reason) = match info.method {
                     Method::Bye | Method::Info => (481, "Call/Transaction Does Not Exist"),
                     _ => (480, "Temporarily Unavailable"),

@@ -153,6 +153,20 @@ impl Gate {
         }
     }
 
+    /// Start a new process on the same dialplan and directory (state and audit carry over).
+    pub fn restart_in(mut old: Gate, env: &[(&str, &str)]) -> std::io::Result<Gate> {
+        old.kill();
+        let mut g = Gate {
+            child: None,
+            dir: std::mem::replace(&mut old.dir, tempfile::tempdir()?),
+            config_path: old.config_path.clone(),
+            dialplan: old.dialplan.clone(),
+        };
+        drop(old);
+        g.spawn(env)?;
+        Ok(g)
+    }
+
     /// SIGTERM and wait (bounded); returns the exit code.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         let child = self.child.as_mut()?;

@@ -1,0 +1,299 @@
+//! The gate actor: one task that owns the pure gate state (policy, nonces, replay table,
+//! lockout counters), takes MESSAGE requests from the user and admin trunk tasks, and answers
+//! them. Decisions are audited (fsync) before the answer goes out and before anything is
+//! dialled; the counters are persisted so locks survive a restart (issue 4).
+//!
+//! Identity comes only from the digest username (RFC 3261 §22; DESIGN.md step 2), never from
+//! From, P-Asserted-Identity or the source address. Once authenticated, the answer is always
+//! `202 Accepted`, whether or not the signal was right: no oracle.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Dialplan, Otherwise};
+use crate::gate::audit::{AuditRecord, Origin, Transport, Trunk};
+use crate::gate::decide::{decide, Credentials, Decision, GateState, SignalSeen, StartRequest};
+use crate::gate::nonce::{
+    authenticate_message, challenges, issue_nonce, MessageAuth, MessageRequest, NonceKey,
+    ReplayTable,
+};
+use crate::gate::policy::{
+    AdminInput, CallbackInput, OnDiversion, Policy, PolicyInput, SecurityInput, SignalInput,
+};
+use crate::gate::signal::{match_message, TextSignal};
+use crate::gate::{GateError, WallTime};
+use crate::runtime::audit::AuditLog;
+use crate::runtime::state;
+use crate::sip::endpoint::TrunkKind;
+use crate::sip::transaction::ServerTxnId;
+
+/// Capacity of the (nonce, nc) replay table.
+const REPLAY_ENTRIES: usize = 4096;
+/// Depth of the request queue into the gate; a full queue answers 503.
+pub const GATE_QUEUE: usize = 256;
+
+/// A request a trunk hands to the gate.
+#[derive(Debug)]
+pub struct AppRequest {
+    pub trunk: TrunkKind,
+    pub src: SocketAddr,
+    pub tcp: bool,
+    pub id: ServerTxnId,
+    pub request_uri: String,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+    /// Where the answer goes (the trunk task's reply queue).
+    pub reply: mpsc::Sender<AppReply>,
+}
+
+/// The answer to an [`AppRequest`].
+#[derive(Debug)]
+pub struct AppReply {
+    pub id: ServerTxnId,
+    pub code: u16,
+    pub reason: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Errors while setting the gate up (exit code 2 or 1 at start).
+#[derive(Debug, thiserror::Error)]
+pub enum GateSetupError {
+    #[error("gate policy: {0}")]
+    Policy(#[from] GateError),
+    #[error(transparent)]
+    Audit(#[from] crate::runtime::audit::AuditError),
+    #[error(transparent)]
+    State(#[from] crate::runtime::state::StateError),
+}
+
+/// What the gate task owns.
+pub struct Gate {
+    policy: Policy,
+    routes: config::Routes,
+    key: NonceKey,
+    replay: ReplayTable,
+    state: GateState,
+    state_path: PathBuf,
+    audit: AuditLog,
+}
+
+impl Gate {
+    /// Build from a dialplan: policy, audit log (opened now, so a bad path stops the start),
+    /// persisted counters.
+    pub fn from_dialplan(d: &Dialplan) -> Result<Gate, GateSetupError> {
+        let policy = Policy::parse(policy_input(d))?;
+        let audit = AuditLog::open(&d.audit.path, d.audit.fsync)?;
+        // A corrupt state file stops the start rather than silently clearing locks.
+        let state = state::load_state(&d.security.state_path)?;
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        Ok(Gate {
+            policy,
+            routes: d.routes.clone(),
+            key: NonceKey::new(secret),
+            replay: ReplayTable::new(REPLAY_ENTRIES),
+            state,
+            state_path: d.security.state_path.clone(),
+            audit,
+        })
+    }
+
+    /// Serve requests until every sender is gone.
+    pub async fn serve(mut self, mut rx: mpsc::Receiver<AppRequest>) {
+        while let Some(req) = rx.recv().await {
+            let reply = self.on_message(&req).await;
+            if req.reply.send(reply).await.is_err() {
+                warn!("trunk went away before the gate answered");
+            }
+        }
+    }
+
+    async fn on_message(&mut self, req: &AppRequest) -> AppReply {
+        let reply = |code, reason, headers| AppReply {
+            id: req.id,
+            code,
+            reason,
+            headers,
+        };
+        let route = match req.trunk {
+            TrunkKind::User => &self.routes.user,
+            _ => &self.routes.admin,
+        };
+        if !route.message {
+            return match &route.otherwise {
+                Otherwise::Reject(code) => reply(*code, reason_for(*code), vec![]),
+                Otherwise::Redirect(uri) => reply(
+                    302,
+                    "Moved Temporarily",
+                    vec![("Contact", format!("<{uri}>"))],
+                ),
+            };
+        }
+        let now = wall_now();
+        let msg = MessageRequest {
+            authorization: req.authorization.as_deref(),
+            method: "MESSAGE",
+            request_uri: &req.request_uri,
+            body: &req.body,
+        };
+        let credentials =
+            match authenticate_message(&self.policy, &self.key, &mut self.replay, &msg, now) {
+                MessageAuth::Challenge { stale } => {
+                    let nonce = issue_nonce(&self.key, now, &mut OsRng);
+                    let headers = challenges(&self.policy, &nonce, stale)
+                        .into_iter()
+                        .map(|c| ("WWW-Authenticate", c))
+                        .collect();
+                    return reply(401, "Unauthorized", headers);
+                }
+                MessageAuth::Authenticated(id) => Credentials::Valid(id),
+                MessageAuth::Rejected { claimed, .. } => Credentials::Invalid { claimed },
+            };
+        let authenticated = matches!(credentials, Credentials::Valid(_));
+        let signal = match match_message(self.policy.signal(), &req.body) {
+            TextSignal::Start(d) => SignalSeen::Matched(d),
+            _ => SignalSeen::Unmatched,
+        };
+        let admin = match &credentials {
+            Credentials::Valid(id) => Some(id.clone()),
+            Credentials::Invalid { claimed } => claimed.clone(),
+        };
+        let request = StartRequest {
+            source: req.src.ip(),
+            credentials,
+            signal,
+            authenticated_at: now,
+            audit_available: self.audit.healthy(),
+        };
+        let decision = decide(&self.policy, &request, now, &mut self.state);
+        let origin = Origin {
+            trunk: match req.trunk {
+                TrunkKind::User => Trunk::User,
+                TrunkKind::Admin => Trunk::Admin,
+                TrunkKind::Originate => Trunk::Originate,
+            },
+            transport: if req.tcp {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            },
+            source: Some(req.src),
+        };
+        let record = AuditRecord::for_decision(&decision, now, origin, admin.clone());
+        let origin = Origin {
+            source: None,
+            ..origin
+        };
+        // Audit first (fsync), act after: a failed write fails closed.
+        let audited = match self.audit.record(&record).await {
+            Ok(()) => true,
+            Err(e) => {
+                error!(error = %e, "audit write failed: maintenance starts refused until it recovers");
+                false
+            }
+        };
+        while let Some(ev) = self.state.poll_event() {
+            let rec = AuditRecord::for_gate_event(&ev, now, origin);
+            if let Err(e) = self.audit.record(&rec).await {
+                error!(error = %e, "audit write failed");
+            }
+        }
+        if let Err(e) = state::save_state_async(&self.state_path, &self.state).await {
+            error!(error = %e, "cannot persist gate counters");
+        }
+        match &decision {
+            Decision::Allow { admin, numbers } if audited => {
+                info!(target: "audit", admin = %admin, numbers = numbers.len(), "maintenance start allowed; callback due");
+            }
+            Decision::Allow { .. } => {}
+            Decision::Deny(reason) => {
+                info!(target: "audit", reason = ?reason, src = %req.src, "maintenance start denied");
+            }
+        }
+        if authenticated {
+            // RFC 3428 §7: 202 once accepted; the same answer whatever the gate decided.
+            reply(202, "Accepted", vec![])
+        } else {
+            reply(403, "Forbidden", vec![])
+        }
+    }
+}
+
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        403 => "Forbidden",
+        404 => "Not Found",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        603 => "Decline",
+        _ => "Rejected",
+    }
+}
+
+fn wall_now() -> WallTime {
+    WallTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+fn pattern(p: &config::SignalPattern) -> String {
+    match &p.suffix {
+        Some(suffix) => format!("{}{{digit}}{}", p.prefix, suffix),
+        None => p.prefix.clone(),
+    }
+}
+
+/// The gate's policy values from the dialplan (config has validated them already; the
+/// gate validates again by parsing, so a policy that passed both cannot be invalid).
+pub fn policy_input(d: &Dialplan) -> PolicyInput {
+    PolicyInput {
+        realm: d.security.realm.clone(),
+        admins: d
+            .admins
+            .iter()
+            .map(|a| AdminInput {
+                digit: a.digit.value(),
+                id: a.id.clone(),
+                name: a.name.clone(),
+                numbers: a.numbers.iter().map(|n| n.as_str().to_string()).collect(),
+                pin_hash: Some(a.pin.expose().to_string()),
+                ha1_realm: Some(a.digest.realm.clone()),
+                ha1_md5: a.digest.ha1_md5.as_ref().map(|s| s.expose().to_string()),
+                ha1_sha256: a.digest.ha1_sha256.as_ref().map(|s| s.expose().to_string()),
+            })
+            .collect(),
+        signal: SignalInput {
+            text: pattern(&d.signal.text),
+            dtmf: pattern(&d.signal.dtmf),
+            window_s: u64::from(d.signal.window_s),
+            separate_digit: d.signal.separate_digit,
+        },
+        callback: CallbackInput {
+            delay_s: u64::from(d.callback.delay_ms.div_ceil(1000)),
+            ring_timeout_s: u64::from(d.callback.ring_timeout_s),
+            max_per_admin_per_hour: u64::from(d.callback.max_per_admin_per_hour),
+            on_diversion: match d.callback.on_diversion {
+                config::OnDiversion::Abort => OnDiversion::Abort,
+                config::OnDiversion::Continue => OnDiversion::Continue,
+            },
+        },
+        security: SecurityInput {
+            tries_per_call: u64::from(d.security.tries_per_call),
+            max_failures: u64::from(d.security.max_failures),
+            failure_window_s: u64::from(d.security.failure_window_s),
+            lock_s: u64::from(d.security.lock_s),
+            per_source_max_failures: u64::from(d.security.per_source_max_failures),
+            nonce_ttl_s: u64::from(d.security.nonce_ttl_s),
+        },
+        digest_algorithms: d.security.digest_algorithms.clone(),
+    }
+}
