@@ -199,7 +199,7 @@ async fn trunk_task(
             }
             r = shutdown.changed(), if stopping.is_none() => {
                 if r.is_err() || *shutdown.borrow() {
-                    info!("shutting down: removing registration");
+                    info!("shutting down");
                     trunk.unregister(Instant::now());
                     stopping = Some(Instant::now());
                 }
