@@ -16,4 +16,7 @@
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
+//! | `media`   | G.711, RTP, jitter buffer, DTMF (RFC 4733, SIP INFO, merge), tones   |
 #![forbid(unsafe_code)]
+
+pub mod media;
