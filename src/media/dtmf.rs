@@ -356,7 +356,9 @@ mod tests {
         assert!(m
             .observe(obs(t0, '5', DtmfSource::Rfc4733, 0, 100))
             .is_some());
-        assert!(m.observe(obs(t0, '5', DtmfSource::InBand, 30, 110)).is_none());
+        assert!(m
+            .observe(obs(t0, '5', DtmfSource::InBand, 30, 110))
+            .is_none());
         assert_eq!(m.duplicates(), 1);
     }
 
@@ -364,7 +366,9 @@ mod tests {
     fn info_and_rfc4733_for_the_same_press_are_reported_once_in_either_order() {
         let t0 = Instant::now();
         let mut m = DtmfMerger::default();
-        assert!(m.observe(obs(t0, '7', DtmfSource::Info, 250, 250)).is_some());
+        assert!(m
+            .observe(obs(t0, '7', DtmfSource::Info, 250, 250))
+            .is_some());
         assert!(m
             .observe(obs(t0, '7', DtmfSource::Rfc4733, 0, 100))
             .is_none());
@@ -408,8 +412,12 @@ mod tests {
     fn different_digits_or_distant_times_are_not_merged() {
         let t0 = Instant::now();
         let mut m = DtmfMerger::default();
-        assert!(m.observe(obs(t0, '1', DtmfSource::Rfc4733, 0, 100)).is_some());
-        assert!(m.observe(obs(t0, '2', DtmfSource::InBand, 0, 100)).is_some());
+        assert!(m
+            .observe(obs(t0, '1', DtmfSource::Rfc4733, 0, 100))
+            .is_some());
+        assert!(m
+            .observe(obs(t0, '2', DtmfSource::InBand, 0, 100))
+            .is_some());
         assert!(m
             .observe(obs(t0, '1', DtmfSource::InBand, 400, 500))
             .is_some());

@@ -218,8 +218,16 @@ mod tests {
             // Positive value, segment s, mantissa m is transmitted as !(s<<4 | m).
             let first_code = !((segment as u8) << 4);
             let last_code = !(((segment as u8) << 4) | 0x0F);
-            assert_eq!(ulaw_decode(first_code), (first * 4) as i16, "segment {segment}");
-            assert_eq!(ulaw_decode(last_code), (last * 4) as i16, "segment {segment}");
+            assert_eq!(
+                ulaw_decode(first_code),
+                (first * 4) as i16,
+                "segment {segment}"
+            );
+            assert_eq!(
+                ulaw_decode(last_code),
+                (last * 4) as i16,
+                "segment {segment}"
+            );
             assert_eq!(ulaw_decode(first_code & 0x7F), -((first * 4) as i16));
             assert_eq!(ulaw_decode(last_code & 0x7F), -((last * 4) as i16));
         }
@@ -230,8 +238,16 @@ mod tests {
         for (segment, &(first, last)) in ALAW_SEGMENT_ENDS_13BIT.iter().enumerate() {
             let first_code = (0x80 | ((segment as u8) << 4)) ^ 0x55;
             let last_code = (0x80 | ((segment as u8) << 4) | 0x0F) ^ 0x55;
-            assert_eq!(alaw_decode(first_code), (first * 8) as i16, "segment {segment}");
-            assert_eq!(alaw_decode(last_code), (last * 8) as i16, "segment {segment}");
+            assert_eq!(
+                alaw_decode(first_code),
+                (first * 8) as i16,
+                "segment {segment}"
+            );
+            assert_eq!(
+                alaw_decode(last_code),
+                (last * 8) as i16,
+                "segment {segment}"
+            );
             assert_eq!(alaw_decode(first_code ^ 0x80), -((first * 8) as i16));
             assert_eq!(alaw_decode(last_code ^ 0x80), -((last * 8) as i16));
         }
@@ -316,7 +332,9 @@ mod tests {
         for segment_mantissa in 1..128u8 {
             let prev = segment_mantissa - 1;
             assert!(ulaw_decode(!segment_mantissa) > ulaw_decode(!prev));
-            assert!(alaw_decode((0x80 | segment_mantissa) ^ 0x55) > alaw_decode((0x80 | prev) ^ 0x55));
+            assert!(
+                alaw_decode((0x80 | segment_mantissa) ^ 0x55) > alaw_decode((0x80 | prev) ^ 0x55)
+            );
         }
     }
 

@@ -159,7 +159,9 @@ mod tests {
         assert_eq!(relay("Signal=10").unwrap().digit, Digit::Star);
         assert_eq!(relay("Signal=11").unwrap().digit, Digit::Pound);
         assert_eq!(
-            parse_info_body("application/dtmf", b"11\r\n").unwrap().digit,
+            parse_info_body("application/dtmf", b"11\r\n")
+                .unwrap()
+                .digit,
             Digit::Pound
         );
     }
@@ -184,14 +186,19 @@ mod tests {
     #[test]
     fn bad_bodies_are_400() {
         assert_eq!(relay("Duration=100"), Err(InfoError::MissingSignal));
-        assert!(matches!(relay("Signal=E"), Err(InfoError::BadSignal { .. })));
+        assert!(matches!(
+            relay("Signal=E"),
+            Err(InfoError::BadSignal { .. })
+        ));
         assert_eq!(
             parse_info_body("application/dtmf-relay", &[0xFF, 0xFE]),
             Err(InfoError::NotText)
         );
         let big = vec![b' '; MAX_BODY_LEN + 1];
         assert_eq!(
-            parse_info_body("application/dtmf-relay", &big).unwrap_err().status_code(),
+            parse_info_body("application/dtmf-relay", &big)
+                .unwrap_err()
+                .status_code(),
             400
         );
     }

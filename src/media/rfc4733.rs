@@ -258,9 +258,7 @@ impl Receiver {
                 self.active = Some(Active {
                     code: c.code,
                     ts: timestamp,
-                    segment_base: c
-                        .segment_base
-                        .saturating_add(timestamp.wrapping_sub(c.ts)),
+                    segment_base: c.segment_base.saturating_add(timestamp.wrapping_sub(c.ts)),
                     duration,
                     start: c.start,
                     last_seen: now,
@@ -443,7 +441,8 @@ impl Sender {
     fn packet(&mut self, offset: u64, end: bool, send_at: u64) -> EventPacket {
         // Segment k starts at k * 0xFFFF samples; offset fits u64 and the quotient is small
         // (u32 durations), so the u32 casts below cannot truncate meaningfully.
-        let segment_start = (offset / u64::from(MAX_SEGMENT_DURATION)) * u64::from(MAX_SEGMENT_DURATION);
+        let segment_start =
+            (offset / u64::from(MAX_SEGMENT_DURATION)) * u64::from(MAX_SEGMENT_DURATION);
         let (segment_start, in_segment) = if end && offset > 0 && offset == segment_start {
             // The final duration lands exactly on a boundary: report the full old segment.
             let s = segment_start - u64::from(MAX_SEGMENT_DURATION);
@@ -603,7 +602,11 @@ mod tests {
         let packets: Vec<_> = Sender::new(Digit::D0, u32::MAX - 1000, cfg).collect();
         let timestamps: std::collections::BTreeSet<_> =
             packets.iter().map(|p| p.timestamp).collect();
-        assert_eq!(timestamps.len(), 3, "three segments, across the timestamp wrap");
+        assert_eq!(
+            timestamps.len(),
+            3,
+            "three segments, across the timestamp wrap"
+        );
         let presses = play(&mut rx, t0, &packets);
         assert_eq!(presses.len(), 1);
         assert_eq!(presses[0].duration_samples, 160_000);
@@ -613,11 +616,16 @@ mod tests {
     fn end_bit_on_a_segment_boundary_does_not_double_count() {
         let t0 = Instant::now();
         let mut rx = Receiver::default();
-        rx.handle_packet(ms(t0, 0), true, 0, &payload(3, false, 0)).unwrap();
-        rx.handle_packet(ms(t0, 8190), false, 0, &payload(3, false, 65_400)).unwrap();
-        rx.handle_packet(ms(t0, 8191), false, 0, &payload(3, true, 65_535)).unwrap();
-        rx.handle_packet(ms(t0, 8200), false, 65_535, &payload(3, false, 80)).unwrap();
-        rx.handle_packet(ms(t0, 8300), false, 65_535, &payload(3, true, 800)).unwrap();
+        rx.handle_packet(ms(t0, 0), true, 0, &payload(3, false, 0))
+            .unwrap();
+        rx.handle_packet(ms(t0, 8190), false, 0, &payload(3, false, 65_400))
+            .unwrap();
+        rx.handle_packet(ms(t0, 8191), false, 0, &payload(3, true, 65_535))
+            .unwrap();
+        rx.handle_packet(ms(t0, 8200), false, 65_535, &payload(3, false, 80))
+            .unwrap();
+        rx.handle_packet(ms(t0, 8300), false, 65_535, &payload(3, true, 800))
+            .unwrap();
         let presses = drain_after(&mut rx, ms(t0, 9000));
         assert_eq!(presses.len(), 1);
     }
@@ -631,7 +639,14 @@ mod tests {
             update_samples: 160,
             ..SenderConfig::default()
         };
-        let digits = [Digit::D6, Digit::D6, Digit::D2, Digit::D4, Digit::D6, Digit::D6];
+        let digits = [
+            Digit::D6,
+            Digit::D6,
+            Digit::D2,
+            Digit::D4,
+            Digit::D6,
+            Digit::D6,
+        ];
         let mut all = Vec::new();
         for (i, &d) in digits.iter().enumerate() {
             let start = i as u32 * 1040;
@@ -649,19 +664,29 @@ mod tests {
     fn lost_end_packets_are_closed_by_the_next_event_or_timeout() {
         let t0 = Instant::now();
         let mut rx = Receiver::default();
-        rx.handle_packet(ms(t0, 0), true, 0, &payload(7, false, 0)).unwrap();
-        rx.handle_packet(ms(t0, 50), false, 0, &payload(7, false, 400)).unwrap();
+        rx.handle_packet(ms(t0, 0), true, 0, &payload(7, false, 0))
+            .unwrap();
+        rx.handle_packet(ms(t0, 50), false, 0, &payload(7, false, 400))
+            .unwrap();
         // Next event without any end packet for the first.
-        rx.handle_packet(ms(t0, 300), true, 2400, &payload(8, false, 0)).unwrap();
+        rx.handle_packet(ms(t0, 300), true, 2400, &payload(8, false, 0))
+            .unwrap();
         let first = rx.poll_event().unwrap();
-        assert_eq!((first.digit, first.reason), (Digit::D7, EndReason::NextEvent));
+        assert_eq!(
+            (first.digit, first.reason),
+            (Digit::D7, EndReason::NextEvent)
+        );
         assert_eq!(rx.poll_timeout(), Some(ms(t0, 550)));
         assert!(drain_after(&mut rx, ms(t0, 549)).is_empty());
         let second = drain_after(&mut rx, ms(t0, 550));
         assert_eq!(second.len(), 1);
-        assert_eq!((second[0].digit, second[0].reason), (Digit::D8, EndReason::Timeout));
+        assert_eq!(
+            (second[0].digit, second[0].reason),
+            (Digit::D8, EndReason::Timeout)
+        );
         // The lost end packets arriving late do not resurrect it.
-        rx.handle_packet(ms(t0, 600), false, 2400, &payload(8, true, 800)).unwrap();
+        rx.handle_packet(ms(t0, 600), false, 2400, &payload(8, true, 800))
+            .unwrap();
         assert!(rx.poll_event().is_none());
     }
 
@@ -685,10 +710,14 @@ mod tests {
     fn stale_update_of_a_previous_event_does_not_start_a_new_one() {
         let t0 = Instant::now();
         let mut rx = Receiver::default();
-        rx.handle_packet(ms(t0, 0), true, 1000, &payload(1, false, 0)).unwrap();
-        rx.handle_packet(ms(t0, 100), true, 2000, &payload(2, false, 0)).unwrap();
-        rx.handle_packet(ms(t0, 110), false, 1000, &payload(1, false, 400)).unwrap();
-        rx.handle_packet(ms(t0, 200), false, 2000, &payload(2, true, 800)).unwrap();
+        rx.handle_packet(ms(t0, 0), true, 1000, &payload(1, false, 0))
+            .unwrap();
+        rx.handle_packet(ms(t0, 100), true, 2000, &payload(2, false, 0))
+            .unwrap();
+        rx.handle_packet(ms(t0, 110), false, 1000, &payload(1, false, 400))
+            .unwrap();
+        rx.handle_packet(ms(t0, 200), false, 2000, &payload(2, true, 800))
+            .unwrap();
         let presses = drain_after(&mut rx, ms(t0, 1000));
         assert_eq!(presses.len(), 2);
     }
@@ -697,7 +726,8 @@ mod tests {
     fn non_key_events_are_ignored() {
         let t0 = Instant::now();
         let mut rx = Receiver::default();
-        rx.handle_packet(t0, true, 0, &payload(16, true, 800)).unwrap();
+        rx.handle_packet(t0, true, 0, &payload(16, true, 800))
+            .unwrap();
         assert!(drain_after(&mut rx, ms(t0, 1000)).is_empty());
         assert_eq!(rx.stats().ignored, 1);
     }
@@ -708,10 +738,14 @@ mod tests {
         assert_eq!(packets.len(), 2 + 3);
         assert!(packets[0].marker);
         assert!(packets[1..].iter().all(|p| !p.marker));
-        assert!(packets.iter().all(|p| p.timestamp == 7 && p.event.event == 11));
+        assert!(packets
+            .iter()
+            .all(|p| p.timestamp == 7 && p.event.event == 11));
         assert_eq!(packets[1].send_at_samples, 400);
         assert_eq!(packets[1].event.duration, 400);
-        assert!(packets[2..].iter().all(|p| p.event.end && p.event.duration == 800));
+        assert!(packets[2..]
+            .iter()
+            .all(|p| p.event.end && p.event.duration == 800));
     }
 
     proptest! {

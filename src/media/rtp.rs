@@ -382,7 +382,10 @@ mod tests {
     #[test]
     fn short_and_inconsistent_packets_are_errors() {
         assert!(matches!(parse(&[]), Err(RtpError::Truncated { .. })));
-        assert!(matches!(parse(&[0x80, 0, 0]), Err(RtpError::Truncated { .. })));
+        assert!(matches!(
+            parse(&[0x80, 0, 0]),
+            Err(RtpError::Truncated { .. })
+        ));
         assert!(matches!(
             parse(&[0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             Err(RtpError::BadVersion { version: 1 })
@@ -390,14 +393,23 @@ mod tests {
         // CC = 15 but no CSRCs present.
         let mut b = packet(0, false, 1, 1, &[]);
         b[0] |= 0x0F;
-        assert!(matches!(parse(&b), Err(RtpError::Truncated { needed: 72, .. })));
+        assert!(matches!(
+            parse(&b),
+            Err(RtpError::Truncated { needed: 72, .. })
+        ));
         // Padding of zero and padding longer than the payload.
         let mut b = packet(0, false, 1, 1, &[1, 0]);
         b[0] |= 0x20;
-        assert!(matches!(parse(&b), Err(RtpError::BadPadding { padding: 0, .. })));
+        assert!(matches!(
+            parse(&b),
+            Err(RtpError::BadPadding { padding: 0, .. })
+        ));
         let mut b = packet(0, false, 1, 1, &[1, 9]);
         b[0] |= 0x20;
-        assert!(matches!(parse(&b), Err(RtpError::BadPadding { padding: 9, .. })));
+        assert!(matches!(
+            parse(&b),
+            Err(RtpError::BadPadding { padding: 9, .. })
+        ));
         // Extension length running past the end.
         let mut b = packet(0, false, 1, 1, &[0, 0, 0, 5]);
         b[0] |= 0x10;
