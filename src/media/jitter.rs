@@ -36,6 +36,8 @@ pub const MIN_CAPACITY_FRAMES: usize = 10;
 const MAX_QUEUED_EVENTS: usize = 16;
 
 /// One 20 ms output frame.
+// 322 bytes by value is intended: boxing the samples would allocate every 20 ms.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// 160 samples; samples of a partly received frame that are missing are zero.
