@@ -6,8 +6,8 @@
 //! It tolerates the quirks seen on carrier gateways:
 //!
 //! - the End bit repeated (§2.5.1.4 recommends three end packets): one press;
-//! - a lost or never-set marker bit: a new event is detected by its new timestamp (§2.5.2.1
-//!   identifies an event by its timestamp, not by M);
+//! - a lost or never-set marker bit: a new event is detected by its new timestamp (§2.2.1:
+//!   the timestamp is the event's start and names it; M, §2.2.2, is only a hint);
 //! - long presses (§2.5.2.3): updates with the same timestamp for seconds, and durations
 //!   beyond 0xFFFF split into segments with new timestamps, which continue the press;
 //! - lost end packets: the next event, or [`ReceiverConfig::end_timeout`] of silence, closes it;
@@ -29,8 +29,8 @@ use crate::media::SAMPLE_RATE_HZ;
 pub const EVENT_LEN: usize = 4;
 /// Largest value of the duration field before a long event must be segmented (§2.5.1.3).
 pub const MAX_SEGMENT_DURATION: u32 = 0xFFFF;
-/// Update interval the sender uses: 50 ms (§2.5.1.2 suggests the audio packet interval or
-/// 50 ms; carriers use both).
+/// Update interval the sender uses: 50 ms (§2.5.1.2 leaves the interval to the sender;
+/// 50 ms is the common choice, some carriers use the 20 ms audio packet interval).
 pub const DEFAULT_UPDATE_SAMPLES: u32 = 400;
 /// The largest gap between updates we still accept as the same segment near its overflow.
 const SEGMENT_SLACK_SAMPLES: u32 = 1600;
@@ -55,15 +55,15 @@ pub struct TelephoneEvent {
     pub event: u8,
     /// E bit: this report ends the event.
     pub end: bool,
-    /// Power level in -dBm0, 0..=63 (§2.3.5); 0 is loudest.
+    /// Power level in -dBm0, 0..=63 (§2.3.4); 0 is loudest.
     pub volume: u8,
-    /// Duration so far in timestamp units (samples at 8 kHz).
+    /// Duration so far in timestamp units, samples at 8 kHz (§2.3.5).
     pub duration: u16,
 }
 
 impl TelephoneEvent {
-    /// Parse the first event report of a payload. Extra octets are ignored (§2.3 has a single
-    /// report; RFC 2198 redundancy uses its own payload type).
+    /// Parse the first event report of a payload. Extra octets are ignored: packing several
+    /// events into one packet (§2.5.1.5) is not supported; DTMF senders do not use it.
     pub fn parse(payload: &[u8]) -> Result<Self, Rfc4733Error> {
         let Some(&[event, flags, d0, d1]) = payload.first_chunk::<EVENT_LEN>() else {
             return Err(Rfc4733Error::Truncated { len: payload.len() });
@@ -71,7 +71,7 @@ impl TelephoneEvent {
         Ok(TelephoneEvent {
             event,
             end: flags & 0x80 != 0,
-            // The R bit (0x40) is reserved; receivers ignore it (§2.3.4).
+            // The R bit (0x40) is reserved; receivers ignore it (§2.3.3).
             volume: flags & 0x3F,
             duration: u16::from_be_bytes([d0, d1]),
         })
@@ -124,7 +124,7 @@ pub struct ReceiverConfig {
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
-        // Updates come every 50 ms at most (§2.5.1.2); four missed updates means lost end.
+        // Senders update every 20-50 ms in practice; 250 ms is five missed 50 ms updates.
         Self {
             end_timeout: Duration::from_millis(250),
         }
@@ -203,7 +203,7 @@ impl Receiver {
         timestamp: u32,
         payload: &[u8],
     ) -> Result<(), Rfc4733Error> {
-        // The marker bit is deliberately unused: §2.5.2.1 identifies an event by timestamp,
+        // The marker bit is deliberately unused: §2.2.1 identifies an event by timestamp,
         // and carriers lose or omit M. It stays in the signature so callers pass it and a
         // stricter policy can be added without changing them.
         let ev = TelephoneEvent::parse(payload)?;
