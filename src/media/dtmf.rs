@@ -26,6 +26,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::media::SAMPLE_RATE_HZ;
+
 /// How many reported digits the merger remembers for duplicate matching.
 pub const HISTORY: usize = 16;
 
@@ -184,6 +186,31 @@ pub struct Observation {
     pub start: Instant,
     /// When it went up (best estimate; equal to `start` when unknown).
     pub end: Instant,
+}
+
+impl Observation {
+    /// An observation whose times are sample positions at 8 kHz counted from `origin` (the
+    /// instant of sample 0), as the in-band detector reports them.
+    pub fn from_samples(
+        digit: Digit,
+        source: DtmfSource,
+        origin: Instant,
+        start_sample: u64,
+        end_sample: u64,
+    ) -> Self {
+        let at = |sample: u64| {
+            let micros = sample.saturating_mul(1_000_000) / u64::from(SAMPLE_RATE_HZ);
+            origin
+                .checked_add(Duration::from_micros(micros))
+                .unwrap_or(origin)
+        };
+        Self {
+            digit,
+            source,
+            start: at(start_sample),
+            end: at(end_sample),
+        }
+    }
 }
 
 /// A digit reported by the merger.
@@ -398,6 +425,18 @@ mod tests {
         out.extend(m.observe(obs(t0, '5', DtmfSource::Rfc4733, 130, 195)));
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|d| d.source == DtmfSource::InBand));
+    }
+
+    #[test]
+    fn in_band_sample_positions_convert_to_instants() {
+        let t0 = Instant::now();
+        let o = Observation::from_samples(Digit::D3, DtmfSource::InBand, t0, 800, 1600);
+        assert_eq!((o.start, o.end), (at(t0, 100), at(t0, 200)));
+        let mut m = DtmfMerger::default();
+        assert!(m
+            .observe(obs(t0, '3', DtmfSource::Rfc4733, 90, 190))
+            .is_some());
+        assert!(m.observe(o).is_none());
     }
 
     #[test]

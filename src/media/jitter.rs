@@ -33,6 +33,10 @@ use crate::media::FRAME_SAMPLES;
 pub const FRAME_DURATION: Duration = Duration::from_millis(20);
 /// Fewest frames the ring may hold: 200 ms.
 pub const MIN_CAPACITY_FRAMES: usize = 10;
+/// Longest playout delay accepted; larger configured values are clamped.
+pub const MAX_PLAYOUT_DELAY: Duration = Duration::from_secs(4);
+/// Most frames the ring may hold: 10 s (bounds memory whatever the configuration says).
+pub const MAX_CAPACITY_FRAMES: usize = 500;
 const MAX_QUEUED_EVENTS: usize = 16;
 
 /// One 20 ms output frame.
@@ -75,9 +79,11 @@ pub enum JitterEvent {
 /// Settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JitterConfig {
-    /// Delay between a packet's arrival and its playout, fixed at the first packet.
+    /// Delay between a packet's arrival and its playout, fixed at the first packet (at most
+    /// [`MAX_PLAYOUT_DELAY`]).
     pub playout_delay: Duration,
-    /// Ring size in 20 ms frames (at least [`MIN_CAPACITY_FRAMES`]).
+    /// Ring size in 20 ms frames; raised to at least twice the playout delay plus
+    /// [`MIN_CAPACITY_FRAMES`], capped at [`MAX_CAPACITY_FRAMES`].
     pub capacity_frames: usize,
     /// Raise [`JitterEvent::Inactive`] after this long without RTP.
     pub inactivity_timeout: Duration,
@@ -146,7 +152,28 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     /// A buffer created at `now` (the inactivity timer starts here).
     pub fn new(now: Instant, config: JitterConfig) -> Self {
-        let capacity_frames = config.capacity_frames.max(MIN_CAPACITY_FRAMES);
+        let config = JitterConfig {
+            playout_delay: config.playout_delay.min(MAX_PLAYOUT_DELAY),
+            ..config
+        };
+        // The ring must hold the playout delay twice over (a burst arriving after a stall),
+        // otherwise in-time packets would look like timestamp jumps.
+        let delay_frames = usize::try_from(
+            config
+                .playout_delay
+                .as_micros()
+                .div_ceil(FRAME_DURATION.as_micros()),
+        )
+        .unwrap_or(usize::MAX);
+        let capacity_frames = config
+            .capacity_frames
+            .max(MIN_CAPACITY_FRAMES)
+            .max(
+                delay_frames
+                    .saturating_mul(2)
+                    .saturating_add(MIN_CAPACITY_FRAMES),
+            )
+            .min(MAX_CAPACITY_FRAMES);
         let config = JitterConfig {
             capacity_frames,
             ..config
@@ -210,7 +237,7 @@ impl JitterBuffer {
         }
         p.read_index = (p.read_index + FRAME_SAMPLES) % cap;
         p.play_ts = p.play_ts.wrapping_add(FRAME_SAMPLES as u32);
-        p.next_due += FRAME_DURATION;
+        p.next_due = after(p.next_due, FRAME_DURATION);
         self.playout = Some(p);
         Some(match count {
             0 => {
@@ -299,7 +326,7 @@ impl JitterBuffer {
                 let p = Playout {
                     ssrc,
                     play_ts: timestamp,
-                    next_due: now + self.config.playout_delay,
+                    next_due: after(now, self.config.playout_delay),
                     read_index: 0,
                 };
                 self.playout = Some(p);
@@ -359,7 +386,7 @@ impl JitterBuffer {
         self.present.iter_mut().for_each(|p| *p = false);
         self.stats.resyncs += 1;
         let next_due = self.playout.map_or(now, |p| p.next_due);
-        let target = now + self.config.playout_delay;
+        let target = after(now, self.config.playout_delay);
         let wait = target.saturating_duration_since(next_due);
         let frames_until = wait.as_micros().div_ceil(FRAME_DURATION.as_micros());
         // The packet must fit in the ring after the frames before it.
@@ -375,6 +402,11 @@ impl JitterBuffer {
         self.queue(JitterEvent::Resynced { ssrc, reason });
         p
     }
+}
+
+/// `t + d`, saturating instead of panicking at the end of `Instant`'s range.
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or(t)
 }
 
 #[cfg(test)]
@@ -571,6 +603,31 @@ mod tests {
         assert_eq!(jb.stats().comfort_noise, 1);
         assert_eq!(jb.poll_timeout(), Some(ms(t0, 30_000)));
         assert_eq!(jb.poll_frame(ms(t0, 40_000)), None);
+    }
+
+    #[test]
+    fn ring_is_sized_for_the_playout_delay_and_capped() {
+        let t0 = Instant::now();
+        let cfg = JitterConfig {
+            playout_delay: Duration::from_millis(1000),
+            capacity_frames: 1,
+            ..JitterConfig::default()
+        };
+        assert_eq!(
+            JitterBuffer::new(t0, cfg).capacity_samples(),
+            110 * FRAME_SAMPLES
+        );
+        let cfg = JitterConfig {
+            playout_delay: Duration::MAX,
+            capacity_frames: usize::MAX,
+            ..JitterConfig::default()
+        };
+        let mut jb = JitterBuffer::new(t0, cfg);
+        assert_eq!(jb.capacity_samples(), MAX_CAPACITY_FRAMES * FRAME_SAMPLES);
+        // Absurd delays are clamped, and do not panic.
+        jb.push_samples(t0, SSRC, 0, &frame_of(1));
+        assert_eq!(jb.poll_frame(ms(t0, 3999)), None);
+        assert_eq!(jb.poll_frame(ms(t0, 4000)), Some(Frame::Audio(frame_of(1))));
     }
 
     #[test]
