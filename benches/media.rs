@@ -1,5 +1,6 @@
 //! Media core throughput: ns per 20 ms frame (160 samples) for G.711 both laws, and ns per
-//! RFC 4733 packet for the payload parser and the receiver.
+//! RFC 4733 packet for the payload parser and the receiver, and ns per packet+frame through
+//! RTP parse and the jitter buffer.
 //!
 //! Run: `cargo bench --bench media`.
 
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dialback::media::g711::Law;
+use dialback::media::jitter::{JitterBuffer, JitterConfig};
 use dialback::media::rfc4733::{Receiver, TelephoneEvent};
+use dialback::media::rtp::{parse, Datagram, RtpHeader, Ssrc};
 
 fn g711(c: &mut Criterion) {
     let samples: Vec<i16> = (0..160)
@@ -61,5 +64,33 @@ fn rfc4733(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, g711, rfc4733);
+fn jitter(c: &mut Criterion) {
+    // One PCMU packet in and one frame out per iteration, in steady state.
+    c.bench_function("jitter_push_poll_frame", |b| {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(t0, JitterConfig::default());
+        let mut bytes = Vec::with_capacity(200);
+        let mut k: u32 = 0;
+        b.iter(|| {
+            bytes.clear();
+            RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: k as u16,
+                timestamp: k.wrapping_mul(160),
+                ssrc: Ssrc(1),
+            }
+            .write(&[0x55; 160], &mut bytes)
+            .unwrap_or_default();
+            let now = t0 + Duration::from_millis(20 * u64::from(k));
+            if let Ok(Datagram::Rtp(p)) = parse(&bytes) {
+                jb.push(now, &p);
+            }
+            black_box(jb.poll_frame(now));
+            k = k.wrapping_add(1);
+        })
+    });
+}
+
+criterion_group!(benches, g711, rfc4733, jitter);
 criterion_main!(benches);
