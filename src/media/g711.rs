@@ -9,8 +9,8 @@
 //! the clamp. Both laws are sign-magnitude and symmetric: `encode(-x)` differs from
 //! `encode(x)` only in the sign bit.
 //!
-//! Bit inversion on the wire: μ-law transmits all bits inverted (G.711 §4.2, Table 2a note);
-//! A-law inverts the even bits, i.e. XOR 0x55 (G.711 §3.2, Table 1a note).
+//! Bit inversion on the wire (the character-signal columns of G.711 Tables 1 and 2): μ-law
+//! transmits all bits inverted; A-law inverts the even bits, i.e. XOR 0x55.
 //!
 //! This module owns no state and must stay allocation-free.
 
@@ -118,7 +118,7 @@ pub fn alaw_decode(code: u8) -> i16 {
     ALAW_TO_LINEAR[usize::from(code)]
 }
 
-/// Encode a 16-bit linear sample to μ-law (G.711 §4, Table 2a).
+/// Encode a 16-bit linear sample to μ-law (G.711 Table 2a).
 #[inline]
 pub fn ulaw_encode(sample: i16) -> u8 {
     // Sign-magnitude: bit 7 set (before inversion) means negative.
@@ -132,7 +132,7 @@ pub fn ulaw_encode(sample: i16) -> u8 {
     !((negative << 7) | ((segment as u8) << 4) | mantissa as u8)
 }
 
-/// Encode a 16-bit linear sample to A-law (G.711 §3, Table 1a).
+/// Encode a 16-bit linear sample to A-law (G.711 Table 1a).
 #[inline]
 pub fn alaw_encode(sample: i16) -> u8 {
     // A-law sign bit is 1 for positive values (G.711 Table 1a).

@@ -13,7 +13,10 @@
 //!   both are dropped and counted.
 //! - A new SSRC, or a timestamp more than the ring's span away from the playout point
 //!   (a jump, RFC 3550 A.1 calls it a restart), resyncs: the ring is cleared and the new
-//!   timestamp again plays `playout_delay` after arrival, on the same output clock.
+//!   timestamp again plays `playout_delay` after arrival, on the same output clock. A packet
+//!   delayed by more than the ring's span (a network stall of over a second at the default
+//!   size) is therefore indistinguishable from a backward jump and resyncs too; the modem
+//!   has lost carrier by then anyway.
 //! - RFC 3389 comfort noise (PT 13) and other payload types carry no samples for us: they
 //!   count as activity and are otherwise ignored.
 //! - [`JitterEvent::Inactive`] fires once when no RTP arrived for `inactivity_timeout`

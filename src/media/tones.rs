@@ -18,7 +18,8 @@ use std::f64::consts::TAU;
 use crate::media::dtmf::Digit;
 use crate::media::SAMPLE_RATE_HZ;
 
-/// Level, in dBm0, of a full-scale 16-bit sine (G.711 §4 / Table 2a load capacity, μ-law).
+/// Level, in dBm0, of a full-scale 16-bit sine: G.711's theoretical load capacity, +3.17 dBm0
+/// for μ-law (+3.14 dBm0 for A-law).
 pub const FULL_SCALE_SINE_DBM0: f64 = 3.17;
 /// Default cue level.
 pub const DEFAULT_CUE_DBM0: f64 = -10.0;
