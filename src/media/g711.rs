@@ -4,10 +4,11 @@
 //! Table 2a) and 13-bit (A-law, Table 1a) magnitudes; we scale by 4 and 8 respectively, which
 //! is the usual 16-bit alignment (the largest decoder outputs are ±32124 and ±32256).
 //!
-//! Decoding is a 256-entry table built at compile time. Encoding finds the segment with
-//! `leading_zeros` instead of a search loop, so it has no data-dependent branches apart from
-//! the clamp. Both laws are sign-magnitude and symmetric: `encode(-x)` differs from
-//! `encode(x)` only in the sign bit.
+//! Both directions are tables built at compile time: decoding a 256-entry table, encoding a
+//! table indexed by the 14-bit (μ-law, 8 KiB) or 13-bit (A-law, 4 KiB) magnitude, filled by
+//! an arithmetic encoder that finds the segment with `leading_zeros` rather than a search.
+//! The sign is applied with a mask, so encoding has no data-dependent branch. Both laws are
+//! sign-magnitude and symmetric: `encode(-x)` differs from `encode(x)` only in the sign bit.
 //!
 //! Bit inversion on the wire (the character-signal columns of G.711 Tables 1 and 2): μ-law
 //! transmits all bits inverted; A-law inverts the even bits, i.e. XOR 0x55.
@@ -121,29 +122,79 @@ pub fn alaw_decode(code: u8) -> i16 {
 /// Encode a 16-bit linear sample to μ-law (G.711 Table 2a).
 #[inline]
 pub fn ulaw_encode(sample: i16) -> u8 {
-    // Sign-magnitude: bit 7 set (before inversion) means negative.
-    let negative = u8::from(sample < 0);
-    let magnitude = (u32::from(sample.unsigned_abs()) >> 2).min(ULAW_CLIP) + ULAW_BIAS;
-    // magnitude is in 33..=8191, i.e. 6 to 13 significant bits: segment 0..=7.
-    let bits = 32 - magnitude.leading_zeros();
-    let segment = bits - 6;
-    let mantissa = (magnitude >> (segment + 1)) & 0x0F;
-    // segment <= 7 and mantissa <= 15, so the casts below cannot truncate.
-    !((negative << 7) | ((segment as u8) << 4) | mantissa as u8)
+    // unsigned_abs() <= 32768, so the index is <= 8192 and in bounds.
+    ULAW_FROM_MAGNITUDE[usize::from(sample.unsigned_abs() >> 2)] & sign_mask(sample)
 }
 
 /// Encode a 16-bit linear sample to A-law (G.711 Table 1a).
 #[inline]
 pub fn alaw_encode(sample: i16) -> u8 {
-    // A-law sign bit is 1 for positive values (G.711 Table 1a).
-    let positive = u8::from(sample >= 0);
-    let magnitude = (u32::from(sample.unsigned_abs()) >> 3).min(ALAW_CLIP);
+    // unsigned_abs() <= 32768, so the index is <= 4096 and in bounds.
+    ALAW_FROM_MAGNITUDE[usize::from(sample.unsigned_abs() >> 3)] & sign_mask(sample)
+}
+
+/// 0xFF for non-negative samples, 0x7F for negative ones. Both laws carry the sign in bit 7
+/// and set it for positive values once the transmission inversion is applied (μ-law: sign 0
+/// inverted; A-law: sign 1, and XOR 0x55 leaves bit 7 alone), so clearing bit 7 negates.
+#[inline]
+fn sign_mask(sample: i16) -> u8 {
+    0x7F | (((!sample) >> 15) as u8 & 0x80)
+}
+
+/// Positive μ-law codes by 14-bit magnitude (|x| >> 2), 0..=8192.
+static ULAW_FROM_MAGNITUDE: [u8; 8193] = build_ulaw_encode_table();
+/// Positive A-law codes by 13-bit magnitude (|x| >> 3), 0..=4096.
+static ALAW_FROM_MAGNITUDE: [u8; 4097] = build_alaw_encode_table();
+
+/// The μ-law code of a positive 14-bit magnitude, by arithmetic: find the segment from the
+/// bit length of the biased magnitude, take the next four bits as the step.
+const fn ulaw_positive_code(magnitude14: u32) -> u8 {
+    let clipped = if magnitude14 > ULAW_CLIP {
+        ULAW_CLIP
+    } else {
+        magnitude14
+    };
+    let biased = clipped + ULAW_BIAS;
+    // biased is in 33..=8191, i.e. 6 to 13 significant bits: segment 0..=7.
+    let segment = 32 - biased.leading_zeros() - 6;
+    let mantissa = (biased >> (segment + 1)) & 0x0F;
+    // segment <= 7 and mantissa <= 15, so the casts cannot truncate.
+    !(((segment as u8) << 4) | mantissa as u8)
+}
+
+/// The A-law code of a positive 13-bit magnitude.
+const fn alaw_positive_code(magnitude13: u32) -> u8 {
+    let m = if magnitude13 > ALAW_CLIP {
+        ALAW_CLIP
+    } else {
+        magnitude13
+    };
     // Segments 0 and 1 share the step of 2; above that the segment is the bit length - 5.
-    let bits = 32 - (magnitude | 0x1F).leading_zeros();
-    let segment = bits - 5;
-    let shift = segment.max(1);
-    let mantissa = (magnitude >> shift) & 0x0F;
-    ((positive << 7) | ((segment as u8) << 4) | mantissa as u8) ^ 0x55
+    let segment = 32 - (m | 0x1F).leading_zeros() - 5;
+    let shift = if segment == 0 { 1 } else { segment };
+    let mantissa = (m >> shift) & 0x0F;
+    // A-law sign bit is 1 for positive values (G.711 Table 1a).
+    (0x80 | ((segment as u8) << 4) | mantissa as u8) ^ 0x55
+}
+
+const fn build_ulaw_encode_table() -> [u8; 8193] {
+    let mut table = [0u8; 8193];
+    let mut m = 0;
+    while m < table.len() {
+        table[m] = ulaw_positive_code(m as u32);
+        m += 1;
+    }
+    table
+}
+
+const fn build_alaw_encode_table() -> [u8; 4097] {
+    let mut table = [0u8; 4097];
+    let mut m = 0;
+    while m < table.len() {
+        table[m] = alaw_positive_code(m as u32);
+        m += 1;
+    }
+    table
 }
 
 const fn build_ulaw_table() -> [i16; 256] {
@@ -305,6 +356,25 @@ mod tests {
         for &(linear, code) in &ALAW_PAIRS {
             assert_eq!(alaw_decode(code), linear, "decode {code:#04x}");
             assert_eq!(alaw_encode(linear), code, "encode {linear}");
+        }
+    }
+
+    /// The arithmetic encoder written out independently of the tables (sign included).
+    fn ulaw_by_formula(x: i16) -> u8 {
+        let negative = u8::from(x < 0);
+        let m = (u32::from(x.unsigned_abs()) >> 2).min(8158) + 33;
+        let segment = 31 - m.leading_zeros() - 5;
+        let mantissa = (m >> (segment + 1)) & 0x0F;
+        !((negative << 7) | ((segment as u8) << 4) | mantissa as u8)
+    }
+
+    #[test]
+    fn table_encoder_matches_the_formula_for_every_input() {
+        for x in i16::MIN..=i16::MAX {
+            assert_eq!(ulaw_encode(x), ulaw_by_formula(x), "ulaw {x}");
+            let positive = alaw_positive_code(u32::from(x.unsigned_abs()) >> 3);
+            let expected = if x < 0 { positive & 0x7F } else { positive };
+            assert_eq!(alaw_encode(x), expected, "alaw {x}");
         }
     }
 
