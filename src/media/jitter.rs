@@ -672,6 +672,43 @@ mod tests {
             prop_assert_eq!(a, b);
         }
 
+        /// Simulated network: every packet delayed by up to 39 ms (reordering), some
+        /// duplicated, some dropped. With a 60 ms playout delay nothing is late, every
+        /// dropped packet is exactly one Lost frame and every other frame is exact.
+        #[test]
+        fn jitter_below_the_delay_is_absorbed_and_drops_map_to_lost_frames(
+            net in proptest::collection::vec((0u64..40, any::<bool>(), 0u8..10), 20..120)
+        ) {
+            let t0 = Instant::now();
+            let mut jb = buffer(t0);
+            let mut arrivals: Vec<(u64, u32)> = Vec::new();
+            let mut expected = Vec::new();
+            for (k, &(delay, dup, drop)) in net.iter().enumerate() {
+                let k = k as u32;
+                // Never drop the first packet: it anchors playout.
+                if drop == 0 && k > 0 {
+                    expected.push(-1);
+                    continue;
+                }
+                expected.push(k as i16);
+                let at = 20 * u64::from(k) + if k == 0 { 0 } else { delay };
+                arrivals.push((at, k));
+                if dup {
+                    arrivals.push((at + 5, k));
+                }
+            }
+            arrivals.sort();
+            let mut frames = Vec::new();
+            for (at, k) in arrivals {
+                frames.extend(drain(&mut jb, ms(t0, at)));
+                jb.push_samples(ms(t0, at), SSRC, 160 * k, &frame_of(k as i16));
+            }
+            let end = 60 + 20 * (net.len() as u64 - 1);
+            frames.extend(drain(&mut jb, ms(t0, end)));
+            prop_assert_eq!(marks(&frames), expected);
+            prop_assert_eq!(jb.stats().late, 0);
+        }
+
         #[test]
         fn arbitrary_traffic_never_panics_and_keeps_memory_fixed(
             ops in proptest::collection::vec((any::<u32>(), any::<u8>(), 0usize..500, 0u64..100, any::<bool>()), 0..100)

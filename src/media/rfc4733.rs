@@ -769,6 +769,53 @@ mod tests {
             }
         }
 
+        /// Simulated network over a dialled sequence: each packet delayed 0-59 ms
+        /// (reordering), some duplicated, end packets of some presses all lost. Every press
+        /// is reported exactly once, in order.
+        #[test]
+        fn dialled_sequence_survives_reordering_duplicates_and_lost_ends(
+            keys in proptest::collection::vec(0u8..16, 1..12),
+            net in proptest::collection::vec((0u64..60, any::<bool>()), 200),
+            lose_end in proptest::collection::vec(any::<bool>(), 12),
+        ) {
+            let t0 = Instant::now();
+            let cfg = SenderConfig { duration_samples: 800, ..SenderConfig::default() };
+            let mut arrivals: Vec<(u64, EventPacket)> = Vec::new();
+            let mut n = 0;
+            for (i, &key) in keys.iter().enumerate() {
+                let digit = Digit::from_event_code(key).unwrap();
+                // 100 ms tone, 200 ms pause: a press every 300 ms (2400 samples).
+                let start = i as u32 * 2400;
+                for mut p in Sender::new(digit, start.wrapping_add(0xFFFF_0000), cfg) {
+                    if p.event.end && lose_end[i] {
+                        continue;
+                    }
+                    p.send_at_samples += u64::from(start);
+                    let (delay, dup) = net[n % net.len()];
+                    n += 1;
+                    let at = p.send_at_samples / 8 + delay;
+                    arrivals.push((at, p));
+                    if dup {
+                        arrivals.push((at + 1, p));
+                    }
+                }
+            }
+            arrivals.sort_by_key(|(at, _)| *at);
+            let mut rx = Receiver::default();
+            let mut presses = Vec::new();
+            for (at, p) in arrivals {
+                let now = ms(t0, at);
+                if let Some(d) = rx.poll_timeout().filter(|d| *d <= now) {
+                    rx.handle_timeout(d);
+                }
+                rx.handle_packet(now, p.marker, p.timestamp, &p.event.to_bytes()).unwrap();
+                presses.extend(std::iter::from_fn(|| rx.poll_event()));
+            }
+            presses.extend(drain_after(&mut rx, ms(t0, 1_000_000)));
+            let got: Vec<u8> = presses.iter().map(|p| p.digit.event_code()).collect();
+            prop_assert_eq!(got, keys);
+        }
+
         #[test]
         fn any_press_length_counts_once(duration in 0u32..400_000, start_ts: u32, update in 80u32..800) {
             let t0 = Instant::now();
