@@ -266,6 +266,83 @@ impl RtpHeader {
     }
 }
 
+/// The sending side of one RTP stream: our SSRC, the next sequence number and the media
+/// clock. Initial values are random per RFC 3550 §5.1; the caller draws them from its
+/// injected RNG, so this type stays deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpSendStream {
+    ssrc: Ssrc,
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    first: bool,
+}
+
+impl RtpSendStream {
+    /// A stream starting at the given (random) sequence number and timestamp.
+    pub fn new(
+        ssrc: Ssrc,
+        payload_type: u8,
+        initial_sequence: u16,
+        initial_timestamp: u32,
+    ) -> Self {
+        Self {
+            ssrc,
+            payload_type,
+            sequence: initial_sequence,
+            timestamp: initial_timestamp,
+            first: true,
+        }
+    }
+
+    /// Header for the next audio packet carrying `samples` samples; advances the clock.
+    /// The first packet of the stream has the marker bit (RFC 3551 §4.1: start of a
+    /// talkspurt).
+    pub fn audio_header(&mut self, samples: u32) -> RtpHeader {
+        let header = RtpHeader {
+            marker: std::mem::take(&mut self.first),
+            payload_type: self.payload_type,
+            sequence: self.sequence,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        header
+    }
+
+    /// Header for a packet of another payload type on the same stream (RFC 4733 events go
+    /// in the audio's RTP stream, sharing its SSRC and sequence numbers): takes the next
+    /// sequence number, leaves the media clock alone.
+    pub fn other_header(&mut self, payload_type: u8, marker: bool, timestamp: u32) -> RtpHeader {
+        let header = RtpHeader {
+            marker,
+            payload_type,
+            sequence: self.sequence,
+            timestamp,
+            ssrc: self.ssrc,
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        header
+    }
+
+    /// Advance the media clock without sending (silence suppressed, or samples replaced by
+    /// telephone-events).
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+    }
+
+    /// Timestamp the next audio packet will carry.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+}
+
 /// Extends a 16-bit RTP sequence number to 64 bits by choosing, for each new value, the
 /// candidate nearest to the highest one seen (RFC 3550 A.1 keeps `cycles` the same way; a
 /// jump of more than half the space backwards is read as a wrap forwards and vice versa).
@@ -455,6 +532,23 @@ mod tests {
         let base = ext.extend(u32::MAX - 159);
         assert_eq!(ext.extend(0), base + 160);
         assert_eq!(ext.extend(u32::MAX - 319), base - 160);
+    }
+
+    #[test]
+    fn send_stream_numbers_packets_and_interleaves_events() {
+        let mut st = RtpSendStream::new(Ssrc(5), 0, 65_535, u32::MAX - 159);
+        let a = st.audio_header(160);
+        assert!(a.marker);
+        assert_eq!((a.sequence, a.timestamp), (65_535, u32::MAX - 159));
+        let ev_ts = st.timestamp();
+        let e = st.other_header(101, true, ev_ts);
+        assert_eq!((e.sequence, e.timestamp, e.payload_type), (0, 0, 101));
+        let b = st.audio_header(160);
+        assert!(!b.marker);
+        assert_eq!((b.sequence, b.timestamp), (1, 0));
+        st.skip(320);
+        assert_eq!(st.audio_header(160).timestamp, 480);
+        assert_eq!(st.ssrc(), Ssrc(5));
     }
 
     #[test]
