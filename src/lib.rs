@@ -15,7 +15,7 @@
 //! |-----------|----------------------------------------------------------------------|
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `gate`    | the maintenance gate: auth steps, signals, decisions, lockout, audit |
-//! | `media`   | in-band DTMF (ITU-T Q.23/Q.24), WAV prompts, RTP media               |
+//! | `media`   | G.711, RTP, jitter buffer, DTMF (RFC 4733, INFO, in-band), tones     |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `sdp`     | SDP offer/answer (RFC 3264) for G.711 audio and RFC 4733 events      |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
