@@ -351,9 +351,10 @@ fn dockerfile_copies_existing_paths_and_runs_the_mounted_dialplan_as_non_root() 
 
     // EXPOSE lists exactly the compose dialplan's trunk ports and its RTP range.
     let plan = compose_dialplan();
+    // Every trunk binds its port on UDP and TCP (README, "Running against a PBX").
     let mut expected: Vec<String> = trunk_listen(&plan)
         .into_iter()
-        .map(|(_, port)| format!("{port}/udp"))
+        .flat_map(|(_, port)| [format!("{port}/udp"), format!("{port}/tcp")])
         .collect();
     let rtp = &plan["media"]["rtp_ports"];
     expected.push(format!("{}-{}/udp", rtp[0], rtp[1]));
@@ -483,4 +484,181 @@ fn systemd_unit_passes_systemd_analyze_verify_and_scores_at_most_2() {
         .unwrap_or_else(|| panic!("no exposure level in: {report}"));
     eprintln!("systemd-analyze security exposure: {score}");
     assert!(score <= 2.0, "exposure {score}:\n{report}");
+}
+
+#[test]
+fn dialplan_with_systemd_credential_files_passes_check() {
+    // dist/README.md: passwords come from $CREDENTIALS_DIRECTORY files named in
+    // password_file with absolute paths. Same shape, with a temp dir standing in.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut plan = compose_dialplan();
+    for trunk in ["user", "admin", "originate"] {
+        let secret = dir.path().join(format!("{trunk}-password"));
+        std::fs::write(&secret, format!("secret-{trunk}\n")).expect("write secret");
+        let t = plan["trunks"][trunk].as_object_mut().expect("trunk object");
+        t.remove("password_env");
+        t.insert(
+            "password_file".into(),
+            Value::String(secret.to_str().expect("utf-8").to_owned()),
+        );
+    }
+    let file = dir.path().join("dialplan.json");
+    std::fs::write(&file, plan.to_string()).expect("write dialplan");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dialback"));
+    cmd.arg("check").arg(&file);
+    for var in PASSWORD_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run dialback check");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ok");
+}
+
+// ---- docs/integration.md -------------------------------------------------------------------
+
+/// Fenced code blocks of a Markdown text with the given info string.
+fn fenced(doc: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.strip_prefix("```")) {
+            (None, Some(info)) => {
+                // A block in another language (or none) is consumed up to its closing
+                // fence and dropped.
+                current = Some(if info.trim() == lang {
+                    String::new()
+                } else {
+                    "\u{0}skip".into()
+                });
+            }
+            (Some(block), Some("")) => {
+                if !block.starts_with('\u{0}') {
+                    blocks.push(std::mem::take(block));
+                }
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn integration_doc_kamailio_snippets_pass_kamailio_config_check() {
+    let doc = read("docs/integration.md");
+    let blocks = fenced(&doc, "kamailio");
+    assert_eq!(
+        blocks.len(),
+        3,
+        "route, dispatcher modparams, dispatcher route"
+    );
+    let list = fenced(&doc, "text")
+        .into_iter()
+        .find(|b| b.starts_with("# setid destination"))
+        .expect("dispatcher.list block");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let list_path = dir.path().join("dispatcher.list");
+    std::fs::write(&list_path, list).expect("write list");
+
+    // Our test PBX configuration plus the documented pieces: the dispatcher module, the
+    // DIALBACK route (with the dispatcher branch inside it) called before the location
+    // lookup, and the failover route.
+    let route = blocks[0].trim_end().strip_suffix('}').expect("route block");
+    let (ds_branch, ds_failure) = blocks[2]
+        .split_once("failure_route[DS_NEXT]")
+        .expect("failure route");
+    let ds_branch = ds_branch.split_once('\n').expect("comment line").1;
+    let modules = blocks[1].replace(
+        "/etc/kamailio/dispatcher.list",
+        list_path.to_str().expect("utf-8"),
+    );
+    let base = read("docker/kamailio/kamailio.cfg");
+    let cfg = base
+        .replace(
+            "####### Routing Logic ########",
+            &format!("{modules}\n####### Routing Logic ########"),
+        )
+        .replace(
+            "\troute(LOCATION);\n}",
+            "\troute(DIALBACK);\n\troute(LOCATION);\n}",
+        );
+    assert_ne!(cfg, base);
+    let cfg = format!("{cfg}\n{route}{ds_branch}}}\nfailure_route[DS_NEXT]{ds_failure}");
+    let cfg_path = dir.path().join("kamailio.cfg");
+    std::fs::write(&cfg_path, cfg).expect("write cfg");
+
+    let subs = root().join("docker/kamailio/db");
+    let Some(out) = try_run(
+        "kamailio",
+        &[
+            "-c",
+            "-f",
+            cfg_path.to_str().expect("utf-8"),
+            "-A",
+            &format!("SUBS_DB=\"text://{}\"", subs.display()),
+        ],
+        dir.path(),
+    ) else {
+        eprintln!("kamailio not installed (Debian package kamailio): config check skipped");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "kamailio -c: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn integration_doc_freeswitch_snippets_are_well_formed_xml() {
+    let blocks = fenced(&read("docs/integration.md"), "xml");
+    assert_eq!(
+        blocks.len(),
+        5,
+        "2 directory users, gateway, public and callback dialplans"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut paths = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let path = dir.path().join(format!("{i}.xml"));
+        std::fs::write(&path, block).expect("write xml");
+        paths.push(path.to_str().expect("utf-8").to_owned());
+    }
+    let script = "import sys, xml.etree.ElementTree as ET\nfor p in sys.argv[1:]: ET.parse(p)";
+    let mut args = vec!["-c", script];
+    args.extend(paths.iter().map(String::as_str));
+    let Some(out) = try_run("python3", &args, dir.path()) else {
+        eprintln!("python3 not installed: XML well-formedness check skipped");
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn integration_doc_allows_the_originate_account_only_the_admin_numbers() {
+    // The numbers the callback rules allow are exactly those of administrator 1 in the doc's
+    // example, in every PBX section: the security rule 1 example must not drift.
+    let doc = read("docs/integration.md");
+    let asterisk = fenced(&doc, "ini").join("");
+    let callback_context = asterisk
+        .split_once("[dialback-callback]")
+        .expect("callback context")
+        .1;
+    let extens: Vec<&str> = callback_context
+        .lines()
+        .filter_map(|l| l.strip_prefix("exten => "))
+        .map(|l| l.split(',').next().unwrap_or(""))
+        .collect();
+    assert_eq!(extens, ["1001", "+819012345678"]);
+    assert!(callback_context
+        .lines()
+        .filter(|l| l.starts_with("exten => "))
+        .all(|l| l.ends_with(",30,i)")));
+    let kamailio = fenced(&doc, "kamailio").join("");
+    assert!(kamailio.contains(r#"if ($rU != "1001" && $rU != "+819012345678")"#));
 }
