@@ -151,15 +151,18 @@ fn run(config: &std::path::Path) -> ExitCode {
         let specs = dialback::runtime::plan::trunk_specs(&loaded.dialplan)
             .await
             .map_err(|e| (2u8, e.to_string()))?;
-        let gate = dialback::runtime::gate::Gate::from_dialplan(&loaded.dialplan)
-            .map_err(|e| (1u8, e.to_string()))?;
+        use dialback::runtime::gate::{Gate, GateSetupError};
+        let gate = Gate::from_dialplan(&loaded.dialplan).map_err(|e| match e {
+            GateSetupError::Policy(_) => (2u8, e.to_string()),
+            _ => (1u8, e.to_string()),
+        })?;
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("signal received");
             let _ = tx.send(true);
         });
-        dialback::runtime::run(specs, Some(gate), rx)
+        dialback::runtime::run(specs, gate, rx)
             .await
             .map_err(|e| (1u8, e.to_string()))
     });

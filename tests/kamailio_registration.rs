@@ -170,3 +170,46 @@ fn trunks_register_again_after_kamailio_restarts() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn trunks_register_over_tcp_when_the_dialplan_says_so() {
+    let mut opts = support::kamailio::KamailioOptions::new(SUBSCRIBERS);
+    opts.tcp = true;
+    let k = Kamailio::start_with(opts).expect("kamailio starts with TCP");
+    let registrar = k.sip_uri();
+    let dialplan = json!({
+        "trunks": {
+            "user": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": registrar,
+                      "transport": "tcp",
+                      "aor": "sip:gate-user@127.0.0.1", "auth_username": "gate-user",
+                      "password_env": "T_USER_PW", "expires_s": 60 },
+            "admin": { "listen": format!("127.0.0.1:{}", free_port()), "register": false,
+                       "aor": "sip:gate-admin@127.0.0.1" },
+            "originate": { "listen": format!("127.0.0.1:{}", free_port()), "proxy": registrar,
+                           "from": "sip:gate-out@127.0.0.1" }
+        }
+    });
+    let mut gate =
+        Gate::start(dialplan, &[("T_USER_PW", "user-secret-1")]).expect("dialback starts");
+    assert!(
+        k.wait_registered("gate-user", Duration::from_secs(10)),
+        "{}\n{}",
+        gate.log(),
+        k.log_tail(30)
+    );
+    let contacts = k.registered_contacts("gate-user");
+    assert!(
+        contacts.iter().any(|c| c.contains("transport=tcp")),
+        "{contacts:?}"
+    );
+    let log = gate.log();
+    assert!(
+        log.contains("sip out") && !log.contains("udp send"),
+        "{log}"
+    );
+    assert_eq!(gate.terminate(Duration::from_secs(8)), Some(0));
+    assert!(
+        k.wait_unregistered("gate-user", Duration::from_secs(5)),
+        "un-REGISTER over TCP"
+    );
+}

@@ -64,6 +64,7 @@ pub struct AppReply {
 /// Errors while setting the gate up (exit code 2 or 1 at start).
 #[derive(Debug, thiserror::Error)]
 pub enum GateSetupError {
+    // Policy errors are dialplan errors (exit 2); audit and state errors are runtime (exit 1).
     #[error("gate policy: {0}")]
     Policy(#[from] GateError),
     #[error(transparent)]
@@ -85,15 +86,20 @@ pub struct Gate {
 
 impl Gate {
     /// Build from a dialplan: policy, audit log (opened now, so a bad path stops the start),
-    /// persisted counters.
-    pub fn from_dialplan(d: &Dialplan) -> Result<Gate, GateSetupError> {
+    /// persisted counters. `None` when the dialplan names no administrator: nobody can start
+    /// maintenance, so there is nothing to serve (MESSAGEs are then refused by the trunks).
+    pub fn from_dialplan(d: &Dialplan) -> Result<Option<Gate>, GateSetupError> {
+        if d.admins.is_empty() {
+            warn!("no administrators in the dialplan: maintenance starts are impossible");
+            return Ok(None);
+        }
         let policy = Policy::parse(policy_input(d))?;
         let audit = AuditLog::open(&d.audit.path, d.audit.fsync)?;
         // A corrupt state file stops the start rather than silently clearing locks.
         let state = state::load_state(&d.security.state_path)?;
         let mut secret = [0u8; 32];
         OsRng.fill_bytes(&mut secret);
-        Ok(Gate {
+        Ok(Some(Gate {
             policy,
             routes: d.routes.clone(),
             key: NonceKey::new(secret),
@@ -101,7 +107,7 @@ impl Gate {
             state,
             state_path: d.security.state_path.clone(),
             audit,
-        })
+        }))
     }
 
     /// Serve requests until every sender is gone.

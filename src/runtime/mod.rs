@@ -52,6 +52,8 @@ pub struct TrunkSpec {
     pub tcp: bool,
     pub max_tcp_connections: usize,
     pub registration: Option<TrunkRegistration>,
+    /// Register over TCP (one persistent connection to the registrar) instead of UDP.
+    pub register_tcp: bool,
 }
 
 /// Run all trunks until `shutdown` flips to true, then unregister and return. With a gate,
@@ -140,6 +142,11 @@ async fn trunk_task(
             in_tx.clone(),
         ));
     }
+    let mut reg_conn: Option<u64> = None;
+    if let (true, Some(reg)) = (spec.register_tcp, spec.registration.as_ref()) {
+        trunk.require_registration_stream();
+        tokio::spawn(tcp::connect_loop(reg.destination, limits, in_tx.clone()));
+    }
     let mut buf = vec![0u8; 65_536];
     let mut stopping: Option<Instant> = None;
     let mut last_stats = Stats::default();
@@ -176,10 +183,23 @@ async fn trunk_task(
                 Err(e) => debug!(error = %e, "udp receive error"),
             },
             Some(inb) = in_rx.recv() => match inb {
-                tcp::Inbound::Opened { conn, writer } => { writers.insert(conn, writer); }
+                tcp::Inbound::Opened { conn, writer, outbound } => {
+                    writers.insert(conn, writer);
+                    if outbound {
+                        reg_conn = Some(conn);
+                        trunk.set_registration_conn(Some(conn));
+                        trunk.handle_timeout(Instant::now());
+                    }
+                }
                 tcp::Inbound::Message { conn, src, msg } => trunk.handle_stream_message(Instant::now(), src, conn, *msg),
                 tcp::Inbound::Malformed { conn } => { trunk.endpoint().note_malformed(); writers.remove(&conn); }
-                tcp::Inbound::Closed { conn } => { writers.remove(&conn); }
+                tcp::Inbound::Closed { conn } => {
+                    writers.remove(&conn);
+                    if reg_conn == Some(conn) {
+                        reg_conn = None;
+                        trunk.set_registration_conn(None);
+                    }
+                }
             },
             Some(r) = reply_rx.recv() => {
                 if let Some(msg) = app.as_mut().and_then(|l| l.pending.remove(&r.id)) {

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::{Dialplan, RegisteringTrunk, SipUri};
+use crate::config::{Dialplan, RegisteringTrunk, SipUri, Transport};
 use crate::runtime::TrunkSpec;
 use crate::sip::endpoint::{AllowRule, EndpointConfig, TrunkKind};
 use crate::sip::message::Limits;
@@ -66,6 +66,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
             tcp: true,
             max_tcp_connections: MAX_TCP_CONNECTIONS,
             registration,
+            register_tcp: t.transport == Transport::Tcp,
         });
     }
     let o = &d.trunks.originate;
@@ -82,6 +83,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
         tcp: true,
         max_tcp_connections: 8,
         registration: None,
+        register_tcp: false,
     });
     Ok(specs)
 }
@@ -108,7 +110,12 @@ async fn registration(
         .auth_username
         .clone()
         .unwrap_or_else(|| user_part(t.aor.as_str()).to_string());
-    let contact = format!("sip:{}@{}", user_part(t.aor.as_str()), t.listen);
+    // RFC 3263 §4.1: the transport parameter tells the registrar how to reach us back.
+    let transport = match t.transport {
+        Transport::Tcp => ";transport=tcp",
+        Transport::Udp => "",
+    };
+    let contact = format!("sip:{}@{}{transport}", user_part(t.aor.as_str()), t.listen);
     Ok(Some(TrunkRegistration {
         config: RegistrationConfig {
             registrar_uri,

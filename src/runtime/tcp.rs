@@ -24,6 +24,8 @@ pub enum Inbound {
     Opened {
         conn: u64,
         writer: mpsc::Sender<Vec<u8>>,
+        /// Our own connection to the registrar (registration over TCP).
+        outbound: bool,
     },
     Message {
         conn: u64,
@@ -68,16 +70,17 @@ pub async fn accept_loop(
         };
         let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let (wtx, wrx) = mpsc::channel(64);
-        if inbound
-            .send(Inbound::Opened { conn, writer: wtx })
-            .await
-            .is_err()
-        {
+        let opened = Inbound::Opened {
+            conn,
+            writer: wtx,
+            outbound: false,
+        };
+        if inbound.send(opened).await.is_err() {
             return;
         }
         let inbound = inbound.clone();
         tokio::spawn(async move {
-            connection(stream, src, conn, limits, inbound.clone(), wrx).await;
+            connection(stream, src, conn, limits, Some(IDLE), inbound.clone(), wrx).await;
             let _ = inbound.send(Inbound::Closed { conn }).await;
             drop(permit);
         });
@@ -89,15 +92,18 @@ async fn connection(
     src: SocketAddr,
     conn: u64,
     limits: Limits,
+    idle: Option<Duration>,
     inbound: mpsc::Sender<Inbound>,
     mut writes: mpsc::Receiver<Vec<u8>>,
 ) {
+    // Our own outbound connection stays open however quiet it is (refreshes keep it used).
+    let idle = idle.unwrap_or(Duration::from_secs(24 * 3600));
     let (mut rd, mut wr) = stream.into_split();
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 8192];
     loop {
         tokio::select! {
-            r = tokio::time::timeout(IDLE, rd.read(&mut chunk)) => {
+            r = tokio::time::timeout(idle, rd.read(&mut chunk)) => {
                 let n = match r {
                     Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
                     Ok(Ok(n)) => n,
@@ -130,5 +136,37 @@ async fn connection(
                 None => return,
             }
         }
+    }
+}
+
+/// Keep one connection to `dest` open for the trunk's registration (RFC 3261 §18.1.1: requests
+/// and their responses share the connection), reconnecting with a bounded backoff.
+pub async fn connect_loop(dest: SocketAddr, limits: Limits, inbound: mpsc::Sender<Inbound>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(dest)).await {
+            Ok(Ok(stream)) => {
+                backoff = Duration::from_millis(500);
+                let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                let (wtx, wrx) = mpsc::channel(64);
+                let opened = Inbound::Opened {
+                    conn,
+                    writer: wtx,
+                    outbound: true,
+                };
+                if inbound.send(opened).await.is_err() {
+                    return;
+                }
+                connection(stream, dest, conn, limits, None, inbound.clone(), wrx).await;
+                if inbound.send(Inbound::Closed { conn }).await.is_err() {
+                    return;
+                }
+                debug!(%dest, "registrar connection closed; reconnecting");
+            }
+            Ok(Err(e)) => debug!(%dest, error = %e, "cannot connect to registrar"),
+            Err(_) => debug!(%dest, "connect to registrar timed out"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }

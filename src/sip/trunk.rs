@@ -34,6 +34,8 @@ struct RegSlot {
     call_id: String,
     from_tag: String,
     txn: Option<ClientTxnId>,
+    /// Registration goes over a stream connection; hold REGISTERs until one is up.
+    stream_required: bool,
 }
 
 /// One trunk's SIP state.
@@ -59,6 +61,7 @@ impl Trunk {
                 call_id: format!("{}@{}", ep.token(), host),
                 from_tag: ep.token(),
                 txn: None,
+                stream_required: false,
             }
         });
         Trunk {
@@ -71,6 +74,21 @@ impl Trunk {
     /// The endpoint, for the application's answers and requests.
     pub fn endpoint(&mut self) -> &mut Endpoint {
         &mut self.ep
+    }
+
+    /// Send registrations over stream connection `conn` (`None`: UDP or no connection yet).
+    pub fn set_registration_conn(&mut self, conn: Option<u64>) {
+        if let Some(slot) = self.reg.as_mut() {
+            slot.dest.conn = conn;
+        }
+    }
+
+    /// Register over a stream connection only: REGISTERs wait for
+    /// [`Trunk::set_registration_conn`].
+    pub fn require_registration_stream(&mut self) {
+        if let Some(slot) = self.reg.as_mut() {
+            slot.stream_required = true;
+        }
     }
 
     /// Registration state, if this trunk registers.
@@ -166,7 +184,8 @@ impl Trunk {
         let Some(slot) = self.reg.as_mut() else {
             return;
         };
-        while let Some(req) = slot.reg.poll_request() {
+        let can_send = !slot.stream_required || slot.dest.conn.is_some();
+        while let Some(req) = can_send.then(|| slot.reg.poll_request()).flatten() {
             let cfg = slot.reg.config().clone();
             let mut headers = vec![
                 (
