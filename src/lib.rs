@@ -16,4 +16,7 @@
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
+//! | `modem`   | software modems on 8 kHz samples: FSK (V.21, Bell 103), answer tones |
 #![forbid(unsafe_code)]
+
+pub mod modem;

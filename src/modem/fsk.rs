@@ -1,0 +1,465 @@
+//! 300 bit/s binary FSK: ITU-T V.21 and Bell System 103, transmitter, receiver and the
+//! full-duplex modem that pairs them.
+//!
+//! - V.21 §2: channel 1 (calling modem sends) F_A mark 980 Hz / F_Z space 1180 Hz; channel 2
+//!   (answering modem sends) mark 1650 Hz / space 1850 Hz. Modulation rate up to 300 bd (§1).
+//! - Bell 103: originate sends mark 1270 / space 1070 Hz, answer sends mark 2225 / space 2025.
+//! - V.21 §5 (received line signal detector, circuit 109): ON for levels above -43 dBm, OFF
+//!   below -48 dBm, hysteresis of at least 2 dB. Our defaults use those thresholds in dBm0.
+//!
+//! Transmitter: phase-continuous (one phase accumulator; V.21 §3 allows no phase jumps at
+//! the bit change), level in dBm0 (default -12), idle = continuous mark. Receiver: a
+//! quadrature correlator per tone over a sliding one-bit window (non-coherent matched filter),
+//! the larger energy decides the bit per sample, the summed in-band energy drives the carrier
+//! detector, and [`UartRx`](super::uart::UartRx) deframes the decisions. All integer
+//! correlation with exact running sums, so results do not depend on how input is chunked.
+//! No IO, no clock, no allocation after `new`.
+
+use std::collections::VecDeque;
+
+use super::level;
+use super::uart::{UartConfig, UartRx, UartTx};
+use super::{ModemError, ModemEvent, SAMPLE_RATE_HZ};
+
+/// Frequencies and rate of one direction of an FSK link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FskChannel {
+    pub mark_hz: f32,
+    pub space_hz: f32,
+    pub baud: u32,
+}
+
+/// V.21 §2 channel 1: sent by the calling modem.
+pub const V21_CH1: FskChannel = FskChannel {
+    mark_hz: 980.0,
+    space_hz: 1180.0,
+    baud: 300,
+};
+/// V.21 §2 channel 2: sent by the answering modem.
+pub const V21_CH2: FskChannel = FskChannel {
+    mark_hz: 1650.0,
+    space_hz: 1850.0,
+    baud: 300,
+};
+/// Bell 103 originate band: sent by the calling modem.
+pub const BELL103_ORIGINATE: FskChannel = FskChannel {
+    mark_hz: 1270.0,
+    space_hz: 1070.0,
+    baud: 300,
+};
+/// Bell 103 answer band: sent by the answering modem.
+pub const BELL103_ANSWER: FskChannel = FskChannel {
+    mark_hz: 2225.0,
+    space_hz: 2025.0,
+    baud: 300,
+};
+
+/// Which end of which FSK standard a [`FskModem`] plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FskMode {
+    V21Caller,
+    V21Answerer,
+    Bell103Originate,
+    Bell103Answer,
+}
+
+impl FskMode {
+    /// The channel this end transmits on.
+    pub fn tx_channel(self) -> FskChannel {
+        match self {
+            FskMode::V21Caller => V21_CH1,
+            FskMode::V21Answerer => V21_CH2,
+            FskMode::Bell103Originate => BELL103_ORIGINATE,
+            FskMode::Bell103Answer => BELL103_ANSWER,
+        }
+    }
+
+    /// The channel this end receives on.
+    pub fn rx_channel(self) -> FskChannel {
+        match self {
+            FskMode::V21Caller => V21_CH2,
+            FskMode::V21Answerer => V21_CH1,
+            FskMode::Bell103Originate => BELL103_ANSWER,
+            FskMode::Bell103Answer => BELL103_ORIGINATE,
+        }
+    }
+}
+
+/// Default transmit level (a common PSTN modem level; V.2 caps data signals at -9 dBm0 mean).
+pub const DEFAULT_TX_LEVEL_DBM0: f32 = -12.0;
+/// V.21 §5: circuit 109 ON threshold.
+pub const CARRIER_ON_DBM0: f32 = -43.0;
+/// V.21 §5: circuit 109 OFF threshold.
+pub const CARRIER_OFF_DBM0: f32 = -48.0;
+/// Loudest level accepted (a full-scale sine is +3.14 dBm0, see [`level`]).
+pub const MAX_TX_LEVEL_DBM0: f32 = 0.0;
+pub const MIN_TX_LEVEL_DBM0: f32 = -60.0;
+/// Largest transmit queue accepted by [`FskConfig::tx_queue_len`].
+pub const MAX_TX_QUEUE_LEN: usize = 65_536;
+/// Receiver events held before the oldest are kept and new ones counted as overflow
+/// (~2 minutes of characters at 300 bit/s).
+pub const EVENT_QUEUE_LEN: usize = 4096;
+/// In-band power must stay above the ON threshold this long before carrier is declared.
+pub const CARRIER_ON_SAMPLES: u32 = 80; // 10 ms
+/// ... and below the OFF threshold this long before carrier is dropped.
+pub const CARRIER_OFF_SAMPLES: u32 = 320; // 40 ms
+
+/// Settings of a [`FskModem`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FskConfig {
+    pub tx_level_dbm0: f32,
+    pub uart: UartConfig,
+    pub carrier_on_dbm0: f32,
+    pub carrier_off_dbm0: f32,
+    /// Bytes `write` accepts before applying back-pressure.
+    pub tx_queue_len: usize,
+}
+
+impl Default for FskConfig {
+    fn default() -> Self {
+        FskConfig {
+            tx_level_dbm0: DEFAULT_TX_LEVEL_DBM0,
+            uart: UartConfig::default(),
+            carrier_on_dbm0: CARRIER_ON_DBM0,
+            carrier_off_dbm0: CARRIER_OFF_DBM0,
+            tx_queue_len: 256,
+        }
+    }
+}
+
+/// A full-duplex FSK modem: transmits on one channel, receives on the other.
+#[derive(Debug, Clone)]
+pub struct FskModem {
+    mode: FskMode,
+    tx: FskTx,
+    rx: FskRx,
+    queue: VecDeque<u8>,
+    queue_len: usize,
+}
+
+impl FskModem {
+    pub fn new(mode: FskMode, cfg: FskConfig) -> Result<Self, ModemError> {
+        if cfg.tx_queue_len == 0 || cfg.tx_queue_len > MAX_TX_QUEUE_LEN {
+            return Err(ModemError::TxQueueLen {
+                len: cfg.tx_queue_len,
+                max: MAX_TX_QUEUE_LEN,
+            });
+        }
+        Ok(FskModem {
+            mode,
+            tx: FskTx::new(mode.tx_channel(), cfg.tx_level_dbm0, cfg.uart)?,
+            rx: FskRx::new(
+                mode.rx_channel(),
+                cfg.uart,
+                cfg.carrier_on_dbm0,
+                cfg.carrier_off_dbm0,
+            )?,
+            queue: VecDeque::with_capacity(cfg.tx_queue_len),
+            queue_len: cfg.tx_queue_len,
+        })
+    }
+
+    pub fn mode(&self) -> FskMode {
+        self.mode
+    }
+
+    /// Queue bytes for transmission; returns how many were accepted (the queue is bounded).
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let room = self.queue_len - self.queue.len();
+        let n = room.min(data.len());
+        self.queue.extend(&data[..n]);
+        n
+    }
+
+    /// Bytes queued or partly on the line.
+    pub fn tx_pending(&self) -> usize {
+        self.queue.len() + usize::from(self.tx.uart.busy())
+    }
+
+    /// Produce transmit samples; idle mark when nothing is queued.
+    pub fn fill(&mut self, out: &mut [i16]) {
+        let queue = &mut self.queue;
+        self.tx.fill(out, || queue.pop_front());
+    }
+
+    /// Take received samples.
+    pub fn push(&mut self, samples: &[i16]) {
+        self.rx.push(samples);
+    }
+
+    /// Account for `n` lost samples (e.g. a missing RTP packet): bit timing runs on.
+    pub fn push_lost(&mut self, n: usize) {
+        self.rx.push_lost(n);
+    }
+
+    pub fn poll_event(&mut self) -> Option<ModemEvent> {
+        self.rx.poll_event()
+    }
+
+    /// Received line signal detector (circuit 109) state.
+    pub fn carrier(&self) -> bool {
+        self.rx.carrier()
+    }
+
+    /// Events dropped because nobody drained `poll_event`.
+    pub fn overflowed_events(&self) -> u64 {
+        self.rx.overflowed
+    }
+}
+
+const TABLE_BITS: u32 = 10;
+const TABLE_LEN: usize = 1 << TABLE_BITS;
+/// Correlator reference amplitude (Q14).
+const REF_SCALE: f32 = 16384.0;
+/// Right shift of each correlator product, keeping a window sum within i32
+/// (2^15 * 2^14 >> 8 = 2^21 per product, times MAX_WINDOW 64 = 2^27).
+const PRODUCT_SHIFT: u32 = 8;
+/// Longest bit window (baud down to 125 bit/s).
+const MAX_WINDOW: usize = 64;
+/// One-pole smoothing of the in-band power: 1/32 per sample (~4 ms).
+const POWER_SMOOTHING: f32 = 1.0 / 32.0;
+
+fn phase_step(hz: f32) -> u32 {
+    // Phase is a u32 turn fraction; hz < sample rate keeps the product below 2^32.
+    ((f64::from(hz) / f64::from(SAMPLE_RATE_HZ)) * 4_294_967_296.0) as u32
+}
+
+fn table_index(phase: u32) -> usize {
+    (phase >> (32 - TABLE_BITS)) as usize
+}
+
+fn sine_table(peak: f32) -> [i16; TABLE_LEN] {
+    let mut t = [0i16; TABLE_LEN];
+    for (i, v) in t.iter_mut().enumerate() {
+        let x = (i as f32) * std::f32::consts::TAU / TABLE_LEN as f32;
+        *v = (peak * x.sin()).round() as i16;
+    }
+    t
+}
+
+/// Phase-continuous FSK transmitter.
+#[derive(Debug, Clone)]
+pub struct FskTx {
+    table: [i16; TABLE_LEN],
+    phase: u32,
+    mark_step: u32,
+    space_step: u32,
+    baud: u32,
+    /// Bit clock: +baud per sample, a new bit every SAMPLE_RATE_HZ.
+    clock: u32,
+    mark: bool,
+    uart: UartTx,
+}
+
+impl FskTx {
+    pub fn new(channel: FskChannel, level_dbm0: f32, uart: UartConfig) -> Result<Self, ModemError> {
+        if !(MIN_TX_LEVEL_DBM0..=MAX_TX_LEVEL_DBM0).contains(&level_dbm0) {
+            return Err(ModemError::TxLevel {
+                dbm0: level_dbm0,
+                min: MIN_TX_LEVEL_DBM0,
+                max: MAX_TX_LEVEL_DBM0,
+            });
+        }
+        Ok(FskTx {
+            table: sine_table(level::sine_peak(level_dbm0)),
+            phase: 0,
+            mark_step: phase_step(channel.mark_hz),
+            space_step: phase_step(channel.space_hz),
+            baud: channel.baud,
+            // The first sample starts the first bit.
+            clock: SAMPLE_RATE_HZ - channel.baud,
+            mark: true,
+            uart: UartTx::new(uart),
+        })
+    }
+
+    /// Fill `out`, taking characters from `next_char` at frame boundaries.
+    pub fn fill(&mut self, out: &mut [i16], mut next_char: impl FnMut() -> Option<u8>) {
+        for s in out.iter_mut() {
+            self.clock += self.baud;
+            if self.clock >= SAMPLE_RATE_HZ {
+                self.clock -= SAMPLE_RATE_HZ;
+                self.mark = self.uart.next_bit(&mut next_char);
+            }
+            *s = self.table[table_index(self.phase)];
+            self.phase = self.phase.wrapping_add(if self.mark {
+                self.mark_step
+            } else {
+                self.space_step
+            });
+        }
+    }
+}
+
+/// FSK receiver: correlator discriminator, carrier detector, UART.
+#[derive(Debug, Clone)]
+pub struct FskRx {
+    cos: [i16; TABLE_LEN],
+    window: usize,
+    /// Per sample in the window: mark I, mark Q, space I, space Q products.
+    ring: [[i32; 4]; MAX_WINDOW],
+    pos: usize,
+    sums: [i32; 4],
+    mark_phase: u32,
+    space_phase: u32,
+    mark_step: u32,
+    space_step: u32,
+    /// Converts summed correlator energy into mean square (sample units squared).
+    energy_scale: f32,
+    power: f32,
+    on_ms: f32,
+    off_ms: f32,
+    carrier: bool,
+    count: u32,
+    mark: bool,
+    uart: UartRx,
+    events: VecDeque<ModemEvent>,
+    overflowed: u64,
+}
+
+impl FskRx {
+    pub fn new(
+        channel: FskChannel,
+        uart: UartConfig,
+        carrier_on_dbm0: f32,
+        carrier_off_dbm0: f32,
+    ) -> Result<Self, ModemError> {
+        if carrier_on_dbm0.is_nan() || carrier_off_dbm0.is_nan() || carrier_on_dbm0 <= carrier_off_dbm0 {
+            return Err(ModemError::CarrierThresholds {
+                on_dbm0: carrier_on_dbm0,
+                off_dbm0: carrier_off_dbm0,
+            });
+        }
+        let window = ((SAMPLE_RATE_HZ + channel.baud / 2) / channel.baud.max(1)) as usize;
+        let window = window.clamp(8, MAX_WINDOW);
+        // A tone of peak A gives |sum|^2 = (A * window / 2 * REF_SCALE / 2^PRODUCT_SHIFT)^2;
+        // its mean square is A^2 / 2.
+        let gain = window as f32 / 2.0 * REF_SCALE / (1u32 << PRODUCT_SHIFT) as f32;
+        Ok(FskRx {
+            cos: sine_table(REF_SCALE - 1.0),
+            window,
+            ring: [[0; 4]; MAX_WINDOW],
+            pos: 0,
+            sums: [0; 4],
+            mark_phase: 0,
+            space_phase: 0,
+            mark_step: phase_step(channel.mark_hz),
+            space_step: phase_step(channel.space_hz),
+            energy_scale: 1.0 / (2.0 * gain * gain),
+            power: 0.0,
+            on_ms: level::mean_square(carrier_on_dbm0),
+            off_ms: level::mean_square(carrier_off_dbm0),
+            carrier: false,
+            count: 0,
+            mark: true,
+            uart: UartRx::new(uart, channel.baud.max(1), SAMPLE_RATE_HZ),
+            events: VecDeque::with_capacity(EVENT_QUEUE_LEN),
+            overflowed: 0,
+        })
+    }
+
+    pub fn push(&mut self, samples: &[i16]) {
+        const QUARTER: u32 = 1 << 30; // sin table read a quarter turn ahead is cos
+        for &x in samples {
+            let x = i32::from(x);
+            let p = [
+                (x * i32::from(self.cos[table_index(self.mark_phase.wrapping_add(QUARTER))]))
+                    >> PRODUCT_SHIFT,
+                (x * i32::from(self.cos[table_index(self.mark_phase)])) >> PRODUCT_SHIFT,
+                (x * i32::from(self.cos[table_index(self.space_phase.wrapping_add(QUARTER))]))
+                    >> PRODUCT_SHIFT,
+                (x * i32::from(self.cos[table_index(self.space_phase)])) >> PRODUCT_SHIFT,
+            ];
+            self.mark_phase = self.mark_phase.wrapping_add(self.mark_step);
+            self.space_phase = self.space_phase.wrapping_add(self.space_step);
+            let old = self.ring[self.pos];
+            for k in 0..4 {
+                self.sums[k] += p[k] - old[k];
+            }
+            self.ring[self.pos] = p;
+            self.pos += 1;
+            if self.pos == self.window {
+                self.pos = 0;
+            }
+            let e_mark = sq(self.sums[0]) + sq(self.sums[1]);
+            let e_space = sq(self.sums[2]) + sq(self.sums[3]);
+            self.mark = e_mark >= e_space;
+            let inst = (e_mark + e_space) as f32 * self.energy_scale;
+            self.power += (inst - self.power) * POWER_SMOOTHING;
+            self.detect_carrier();
+            self.clock_uart();
+        }
+    }
+
+    /// `n` samples were lost: keep the bit clock running on the last decision, leave the
+    /// carrier detector as it was, and restart the correlation window.
+    pub fn push_lost(&mut self, n: usize) {
+        self.ring = [[0; 4]; MAX_WINDOW];
+        self.sums = [0; 4];
+        for _ in 0..n {
+            self.clock_uart();
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<ModemEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn carrier(&self) -> bool {
+        self.carrier
+    }
+
+    /// Smoothed in-band power in dBm0.
+    pub fn power_dbm0(&self) -> f32 {
+        level::dbm0_of_mean_square(self.power)
+    }
+
+    fn detect_carrier(&mut self) {
+        let crossing = if self.carrier {
+            self.power < self.off_ms
+        } else {
+            self.power > self.on_ms
+        };
+        if !crossing {
+            self.count = 0;
+            return;
+        }
+        self.count += 1;
+        let needed = if self.carrier {
+            CARRIER_OFF_SAMPLES
+        } else {
+            CARRIER_ON_SAMPLES
+        };
+        if self.count >= needed {
+            self.count = 0;
+            self.carrier = !self.carrier;
+            self.uart.reset();
+            self.emit(if self.carrier {
+                ModemEvent::CarrierUp
+            } else {
+                ModemEvent::CarrierDown
+            });
+        }
+    }
+
+    fn clock_uart(&mut self) {
+        if !self.carrier {
+            return;
+        }
+        if let Some(e) = self.uart.push_bit(self.mark) {
+            self.emit(e);
+        }
+    }
+
+    fn emit(&mut self, e: ModemEvent) {
+        if self.events.len() < EVENT_QUEUE_LEN {
+            self.events.push_back(e);
+        } else {
+            self.overflowed += 1;
+        }
+    }
+}
+
+fn sq(v: i32) -> i64 {
+    i64::from(v) * i64::from(v)
+}
