@@ -235,7 +235,8 @@ impl AnswerToneDetector {
         let reference = |hz: f32| {
             let mut t = [(0.0, 0.0); BLOCK];
             for (n, v) in t.iter_mut().enumerate() {
-                let w = std::f64::consts::TAU * f64::from(hz) * n as f64 / f64::from(SAMPLE_RATE_HZ);
+                let w =
+                    std::f64::consts::TAU * f64::from(hz) * n as f64 / f64::from(SAMPLE_RATE_HZ);
                 *v = (w.cos() as f32, -(w.sin() as f32));
             }
             t
@@ -296,7 +297,8 @@ impl AnswerToneDetector {
         // Bin of a tone with peak A has |z| = A * BLOCK / 2; its mean square is A^2 / 2.
         let norm = 2.0 / (BLOCK as f32 * BLOCK as f32);
         let ans_ms = (z.0 * z.0 + z.1 * z.1) * norm;
-        let bell_ms = (self.bell_acc.0 * self.bell_acc.0 + self.bell_acc.1 * self.bell_acc.1) * norm;
+        let bell_ms =
+            (self.bell_acc.0 * self.bell_acc.0 + self.bell_acc.1 * self.bell_acc.1) * norm;
         let block_ms = self.energy / BLOCK as f32;
         self.pos = 0;
         self.ans_acc = (0.0, 0.0);
@@ -346,7 +348,8 @@ impl AnswerToneDetector {
                     DetState::Idle
                 } else if blocks >= detect_blocks {
                     let tone = self.classify(family);
-                    self.events.push_back(AnswerToneEvent::Detected { tone, at: start });
+                    self.events
+                        .push_back(AnswerToneEvent::Detected { tone, at: start });
                     DetState::Reported {
                         tone,
                         missed: 0,
@@ -378,7 +381,11 @@ impl AnswerToneDetector {
                         first_missed: 0,
                     }
                 } else {
-                    let first_missed = if missed == 0 { block_start } else { first_missed };
+                    let first_missed = if missed == 0 {
+                        block_start
+                    } else {
+                        first_missed
+                    };
                     if missed + 1 > max_missed {
                         if self.events.len() < self.events.capacity() {
                             self.events.push_back(AnswerToneEvent::Ended {
@@ -461,5 +468,151 @@ impl AnswerToneDetector {
             return 0.0;
         }
         2.0 * re.hypot(im) / dc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn detect(audio: &[i16]) -> Vec<AnswerToneEvent> {
+        let mut d = AnswerToneDetector::new();
+        let mut ev = Vec::new();
+        for c in audio.chunks(160) {
+            d.push(c);
+            ev.extend(std::iter::from_fn(|| d.poll_event()));
+        }
+        ev
+    }
+
+    /// 300 ms silence, `ms` of the tone, 300 ms silence.
+    fn tone_burst(tone: AnswerTone, dbm0: f32, ms: usize) -> Vec<i16> {
+        let mut g = AnswerToneGenerator::new(tone, dbm0).unwrap();
+        let mut v = vec![0i16; 2400 + ms * 8 + 2400];
+        g.fill(&mut v[2400..2400 + ms * 8]);
+        v
+    }
+
+    #[test]
+    fn each_answer_tone_is_reported_as_itself_with_its_start_and_end() {
+        for tone in [
+            AnswerTone::Ans,
+            AnswerTone::AnsPr,
+            AnswerTone::AnsAm,
+            AnswerTone::AnsAmPr,
+            AnswerTone::Bell,
+        ] {
+            let ev = detect(&tone_burst(tone, -15.0, 3000));
+            assert_eq!(ev.len(), 2, "{tone:?}: {ev:?}");
+            assert_eq!(ev[0], AnswerToneEvent::Detected { tone, at: 2400 });
+            match ev[1] {
+                AnswerToneEvent::Ended { tone: t, at } => {
+                    assert_eq!(t, tone);
+                    assert!((26_400..=26_480).contains(&at), "{tone:?} ended at {at}");
+                }
+                e => panic!("{e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn weak_tones_are_detected_down_to_minus_40_dbm0_and_not_below_minus_46() {
+        assert_eq!(detect(&tone_burst(AnswerTone::AnsAm, -40.0, 1000)).len(), 2);
+        assert!(detect(&tone_burst(AnswerTone::Ans, -46.0, 1000)).is_empty());
+    }
+
+    #[test]
+    fn short_tone_bursts_are_not_answer_tones() {
+        assert!(detect(&tone_burst(AnswerTone::Ans, -10.0, 300)).is_empty());
+    }
+
+    #[test]
+    fn v21_and_calling_tone_are_not_answer_tones() {
+        let mut ct = CallingToneGenerator::new(-10.0).unwrap();
+        let mut v = vec![0i16; 8000 * 6];
+        ct.fill(&mut v);
+        assert!(detect(&v).is_empty());
+        let mut m = super::super::fsk::FskModem::new(
+            super::super::fsk::FskMode::V21Answerer,
+            Default::default(),
+        )
+        .unwrap();
+        m.write(&[0x33; 64]);
+        m.fill(&mut v);
+        assert!(detect(&v).is_empty());
+    }
+
+    #[test]
+    fn calling_tone_has_v25_cadence() {
+        let mut ct = CallingToneGenerator::new(-10.0).unwrap();
+        let mut v = vec![0i16; 2 * 20_800];
+        ct.fill(&mut v);
+        let on = |r: std::ops::Range<usize>| v[r].iter().any(|&s| s != 0);
+        assert!(on(0..4800) && !on(4800..20_800) && on(20_800..25_600));
+    }
+
+    #[test]
+    fn ansam_envelope_depth_is_twenty_percent() {
+        let mut g = AnswerToneGenerator::new(AnswerTone::AnsAm, -12.0).unwrap();
+        let mut v = vec![0i16; 8000];
+        g.fill(&mut v);
+        let max = v.iter().map(|s| s.unsigned_abs()).max().unwrap() as f32;
+        let want = level::sine_peak(-12.0) * 1.2;
+        assert!((max - want).abs() / want < 0.01, "{max} {want}");
+    }
+
+    #[test]
+    fn tone_under_noise_at_10_db_snr_is_still_classified() {
+        let mut v = tone_burst(AnswerTone::AnsAmPr, -20.0, 2000);
+        let mut seed = 0x1234_5678u32;
+        let sigma = level::mean_square(-30.0).sqrt();
+        for s in v.iter_mut() {
+            // Sum of 4 uniforms ~ Gaussian (sans-IO, seeded).
+            let mut g = 0.0f32;
+            for _ in 0..4 {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                g += (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+            }
+            *s = (f32::from(*s) + g * sigma * 1.732).round() as i16;
+        }
+        let ev = detect(&v);
+        assert!(
+            matches!(
+                ev.first(),
+                Some(AnswerToneEvent::Detected {
+                    tone: AnswerTone::AnsAmPr,
+                    ..
+                })
+            ),
+            "{ev:?}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn detection_does_not_depend_on_chunking(cuts in proptest::collection::vec(1usize..900, 1..30)) {
+            let audio = tone_burst(AnswerTone::AnsPr, -20.0, 1200);
+            let whole = detect(&audio);
+            let mut d = AnswerToneDetector::new();
+            let mut ev = Vec::new();
+            let mut rest = &audio[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() { break; }
+                let (h, t) = rest.split_at((*c).min(rest.len()));
+                d.push(h);
+                ev.extend(std::iter::from_fn(|| d.poll_event()));
+                rest = t;
+            }
+            prop_assert_eq!(ev, whole);
+        }
+
+        #[test]
+        fn detector_never_panics(s in proptest::collection::vec(any::<i16>(), 0..3000)) {
+            let mut d = AnswerToneDetector::new();
+            d.push(&s);
+            while d.poll_event().is_some() {}
+        }
     }
 }

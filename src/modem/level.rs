@@ -2,7 +2,7 @@
 //!
 //! ITU-T G.711 §4 puts the theoretical load capacity at +3.17 dBm0 (μ-law) / +3.14 dBm0
 //! (A-law). We take +3.14 dBm0 for a full-scale (±32767) sine, the convention spandsp also
-//! uses, so a 0 dBm0 sine has a peak of about 22 800. Pure arithmetic, no state.
+//! uses, so a 0 dBm0 sine has a peak of about 22 826. Pure arithmetic, no state.
 
 /// Level of a full-scale sine in dBm0 (G.711 §4, A-law load capacity).
 pub const FULL_SCALE_SINE_DBM0: f32 = 3.14;
@@ -45,7 +45,7 @@ mod tests {
     #[test]
     fn zero_dbm0_sine_peak_matches_g711_load_capacity() {
         let p = sine_peak(0.0);
-        assert!((p - 22_776.0).abs() < 5.0, "{p}");
+        assert!((p - 22_826.0).abs() < 5.0, "{p}");
     }
 
     #[test]

@@ -155,6 +155,9 @@ impl UartTx {
     }
 }
 
+/// The idle bit clock stops counting after this many bits (it only matters up to 2.5).
+const IDLE_CLOCK_CAP_BITS: u32 = 4;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RxState {
     /// Waiting for a start edge; a start bit counts only after mark was seen.
@@ -197,10 +200,45 @@ impl UartRx {
         self.state = RxState::Idle { seen_mark: false };
     }
 
+    /// One sample was lost: run the bit clock on the held decision `mark`. If the line was
+    /// sending characters back to back, the next start edge is due half a bit (plus any
+    /// extra stop bit) after the last stop-bit centre; assume it came, so framing survives
+    /// the gap (ITU-T V.14 style flywheel). The characters inside the gap are unreliable.
+    pub fn push_lost_bit(&mut self, mark: bool) -> Option<ModemEvent> {
+        match self.state {
+            RxState::Idle { seen_mark: true } => {
+                self.clock = (self.clock + self.baud).min(IDLE_CLOCK_CAP_BITS * self.sample_rate);
+                let extra_stop = match self.cfg.stop_bits {
+                    StopBits::One => 0,
+                    StopBits::Two => self.sample_rate,
+                };
+                let due = self.sample_rate / 2 + extra_stop;
+                if self.clock >= due && self.clock < due + self.baud {
+                    self.clock -= due;
+                    self.state = RxState::Start;
+                }
+                None
+            }
+            RxState::Idle { seen_mark: false } => None,
+            RxState::Start => {
+                self.clock += self.baud;
+                if self.clock >= self.sample_rate / 2 {
+                    self.clock -= self.sample_rate / 2;
+                    self.data = 0;
+                    self.parity = false;
+                    self.state = RxState::Bits { index: 0 };
+                }
+                None
+            }
+            RxState::Bits { .. } => self.push_bit(mark),
+        }
+    }
+
     /// Take one sample's bit decision (true = mark); returns a completed character or error.
     pub fn push_bit(&mut self, mark: bool) -> Option<ModemEvent> {
         match self.state {
             RxState::Idle { seen_mark } => {
+                self.clock = (self.clock + self.baud).min(IDLE_CLOCK_CAP_BITS * self.sample_rate);
                 if mark {
                     self.state = RxState::Idle { seen_mark: true };
                 } else if seen_mark {
@@ -297,7 +335,9 @@ mod tests {
         let mut tx = UartTx::new(UartConfig::default());
         let mut c = Some(0x41u8);
         let bits: Vec<bool> = (0..10).map(|_| tx.next_bit(|| c.take())).collect();
-        let expect = [false, true, false, false, false, false, false, true, false, true];
+        let expect = [
+            false, true, false, false, false, false, false, true, false, true,
+        ];
         assert_eq!(bits, expect);
         assert!(tx.next_bit(|| None), "idle is mark");
     }
@@ -330,7 +370,10 @@ mod tests {
         let even = UartConfig::new(7, Parity::Even, StopBits::One).unwrap();
         let odd = UartConfig::new(7, Parity::Odd, StopBits::One).unwrap();
         let mut rx = UartRx::new(odd, 400, 8000);
-        assert_eq!(run(&mut rx, &frame(even, b"A"), 20), [ModemEvent::ParityError]);
+        assert_eq!(
+            run(&mut rx, &frame(even, b"A"), 20),
+            [ModemEvent::ParityError]
+        );
     }
 
     #[test]
