@@ -114,7 +114,7 @@ impl AnswerToneGenerator {
     pub fn fill(&mut self, out: &mut [i16]) {
         let am_step = f64::from(ANSAM_AM_HZ) / f64::from(SAMPLE_RATE_HZ);
         for s in out.iter_mut() {
-            if self.tone.reverses() && self.n > 0 && self.n % PHASE_REVERSAL_SAMPLES == 0 {
+            if self.tone.reverses() && self.n > 0 && self.n.is_multiple_of(PHASE_REVERSAL_SAMPLES) {
                 self.phase += 0.5;
             }
             let mut a = self.peak;

@@ -5,6 +5,7 @@
 //! uses, so a 0 dBm0 sine has a peak of about 22 826. Pure arithmetic, no state.
 
 /// Level of a full-scale sine in dBm0 (G.711 §4, A-law load capacity).
+#[allow(clippy::approx_constant)] // a level in dB that happens to look like pi
 pub const FULL_SCALE_SINE_DBM0: f32 = 3.14;
 
 /// Peak amplitude of a sine at `dbm0`.

@@ -91,7 +91,7 @@ impl UartConfig {
         match self.parity {
             Parity::None => None,
             Parity::Even => Some(ones % 2 == 1),
-            Parity::Odd => Some(ones % 2 == 0),
+            Parity::Odd => Some(ones.is_multiple_of(2)),
         }
     }
 }
