@@ -441,7 +441,9 @@ impl FskRx {
         if self.count >= needed {
             self.count = 0;
             self.carrier = !self.carrier;
-            self.uart.reset();
+            if !self.carrier {
+                self.uart.reset();
+            }
             self.emit(if self.carrier {
                 ModemEvent::CarrierUp
             } else {
@@ -450,12 +452,19 @@ impl FskRx {
         }
     }
 
+    /// The UART runs whenever in-band power is above the OFF threshold (a squelch with no
+    /// delay), so a start bit sent only a few bits after the carrier starts (minimodem
+    /// leads with two mark bits) is framed; characters are delivered only while carrier is
+    /// declared.
     fn clock_uart(&mut self) {
-        if !self.carrier {
+        if !self.carrier && self.power <= self.off_ms {
+            self.uart.reset();
             return;
         }
         if let Some(e) = self.uart.push_bit(self.mark) {
-            self.emit(e);
+            if self.carrier {
+                self.emit(e);
+            }
         }
     }
 
