@@ -249,3 +249,18 @@ fn spandsp_echoes_4_kib_exactly_with_each_of_our_modes_over_both_laws_and_delays
         }
     }
 }
+
+#[test]
+fn spandsp_echoes_64_kib_exactly_v21_caller_mu_law_and_bell103_answer_a_law() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_harness(dir.path());
+    let mut noise = support::Noise::new(64);
+    let msg: Vec<u8> = (0..65_536).map(|_| noise.next_u64() as u8).collect();
+    for (ours, law, delay) in [
+        (FskMode::V21Caller, Law::Mu, 3),
+        (FskMode::Bell103Answer, Law::A, 11),
+    ] {
+        let ev = echo_through_spandsp(&exe, ours, law, &msg, delay);
+        assert!(!ev.contains(&ModemEvent::CarrierDown), "{ours:?}");
+    }
+}
