@@ -7,7 +7,7 @@
 
 mod support;
 
-use dialback::modem::fsk::{FskConfig, FskModem, FskMode};
+use dialback::modem::fsk::{FskConfig, FskMode, FskModem};
 use dialback::modem::level;
 use dialback::modem::ModemEvent;
 use support::{Law, Noise};
@@ -128,15 +128,32 @@ fn v21_async_ber_at_4_db_snr_after_g711_meets_target() {
         total.1 += b.bits;
     }
     let ber = total.0 as f64 / total.1 as f64;
-    println!("V.21 async BER at 4 dB SNR after G.711: {ber:.2e} over {} bits", total.1);
+    println!(
+        "V.21 async BER at 4 dB SNR after G.711: {ber:.2e} over {} bits",
+        total.1
+    );
     assert!(ber <= 1e-3, "BER {ber:.2e} far above the 1e-4 target");
 }
 
 #[test]
 fn ber_sweep_is_reported() {
     for snr in [0.0f32, 2.0, 3.0, 4.0, 6.0] {
-        let b = measure(FskMode::Bell103Originate, FskMode::Bell103Answer, snr, Law::Mu, 2500, 9);
-        let v = measure(FskMode::V21Caller, FskMode::V21Answerer, snr, Law::Mu, 2500, 9);
+        let b = measure(
+            FskMode::Bell103Originate,
+            FskMode::Bell103Answer,
+            snr,
+            Law::Mu,
+            2500,
+            9,
+        );
+        let v = measure(
+            FskMode::V21Caller,
+            FskMode::V21Answerer,
+            snr,
+            Law::Mu,
+            2500,
+            9,
+        );
         println!(
             "SNR {snr:>4} dB: V.21 ch1 BER {:.2e}, Bell 103 orig BER {:.2e} (20 000 bits each)",
             v.errors as f64 / v.bits as f64,
