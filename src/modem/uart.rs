@@ -157,6 +157,8 @@ impl UartTx {
 
 /// The idle bit clock stops counting after this many bits (it only matters up to 2.5).
 const IDLE_CLOCK_CAP_BITS: u32 = 4;
+/// Samples a mark-to-space edge must persist to count as a start edge.
+const EDGE_CONFIRM: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RxState {
@@ -179,6 +181,10 @@ pub struct UartRx {
     sample_rate: u32,
     data: u16,
     parity: bool,
+    /// Consecutive space samples seen while idle.
+    edge: u32,
+    /// Last three decisions, newest in bit 0.
+    recent: u8,
 }
 
 impl UartRx {
@@ -192,12 +198,15 @@ impl UartRx {
             sample_rate,
             data: 0,
             parity: false,
+            edge: 0,
+            recent: 0b111,
         }
     }
 
     /// Forget any partial character and wait for mark before the next start bit.
     pub fn reset(&mut self) {
         self.state = RxState::Idle { seen_mark: false };
+        self.edge = 0;
     }
 
     /// One sample was lost: run the bit clock on the held decision `mark`. If the line was
@@ -236,21 +245,33 @@ impl UartRx {
 
     /// Take one sample's bit decision (true = mark); returns a completed character or error.
     pub fn push_bit(&mut self, mark: bool) -> Option<ModemEvent> {
+        // Bits are read as the majority of the last three decisions, one sample after the
+        // centre (the clock below starts one sample late to match).
+        self.recent = ((self.recent << 1) | u8::from(mark)) & 0b111;
+        let voted = self.recent.count_ones() >= 2;
         match self.state {
             RxState::Idle { seen_mark } => {
                 self.clock = (self.clock + self.baud).min(IDLE_CLOCK_CAP_BITS * self.sample_rate);
                 if mark {
                     self.state = RxState::Idle { seen_mark: true };
+                    self.edge = 0;
                 } else if seen_mark {
-                    self.state = RxState::Start;
-                    self.clock = 0;
+                    // A start edge must hold for EDGE_CONFIRM samples (noise glitches are
+                    // shorter); the bit clock then counts from the first space sample.
+                    self.edge += 1;
+                    if self.edge >= EDGE_CONFIRM {
+                        self.state = RxState::Start;
+                        // Counted from the first space sample, less one for the vote delay.
+                        self.clock = (EDGE_CONFIRM - 2) * self.baud;
+                        self.edge = 0;
+                    }
                 }
                 None
             }
             RxState::Start => {
                 self.clock += self.baud;
                 if self.clock >= self.sample_rate / 2 {
-                    if mark {
+                    if voted {
                         // A glitch, not a start bit.
                         self.state = RxState::Idle { seen_mark: true };
                     } else {
@@ -268,7 +289,7 @@ impl UartRx {
                     return None;
                 }
                 self.clock -= self.sample_rate;
-                self.bit_centre(index, mark)
+                self.bit_centre(index, voted)
             }
         }
     }
