@@ -1,9 +1,9 @@
 //! Answer tones and the calling tone: generators and a detector that says which tone it heard.
 //!
-//! - ITU-T V.25 §4: answer tone ANS, 2100 ± 15 Hz, with phase reversals every 450 ± 25 ms
+//! - ITU-T V.25: answer tone ANS, 2100 ± 15 Hz, with phase reversals every 450 ± 25 ms
 //!   (ANS/PR) when echo cancellers are to be disabled; calling tone CT 1300 Hz, on 0.5-0.7 s,
 //!   off 1.5-2.0 s (we send 0.6 s / 2.0 s).
-//! - ITU-T V.8 §7.1 (ANSam): the 2100 Hz tone amplitude-modulated by a 15 Hz sine, modulation
+//! - ITU-T V.8 (ANSam): the 2100 Hz tone amplitude-modulated by a 15 Hz sine, modulation
 //!   depth 20 ± 5 %, optionally with the V.25 phase reversals (ANSam/PR).
 //! - Bell 103/212A answer tone: 2225 Hz (the Bell 103 answer-band mark).
 //!
@@ -64,9 +64,9 @@ pub enum AnswerToneEvent {
 
 pub const ANS_HZ: f32 = 2100.0;
 pub const BELL_ANSWER_HZ: f32 = 2225.0;
-/// V.25 §4: 450 ms between phase reversals.
+/// V.25: 450 ms between phase reversals.
 pub const PHASE_REVERSAL_SAMPLES: u64 = 3600;
-/// V.8 §7.1: ANSam modulation frequency and depth.
+/// V.8: ANSam modulation frequency and depth.
 pub const ANSAM_AM_HZ: f32 = 15.0;
 pub const ANSAM_DEPTH: f32 = 0.2;
 /// V.25: calling tone frequency and the cadence we send (0.6 s on, 2.0 s off).
@@ -77,7 +77,7 @@ pub const CALLING_TONE_OFF_SAMPLES: u64 = 16_000;
 pub const DETECT_MS: u32 = 500;
 /// Blocks missing from a tone before it counts as ended (a reversal can null one block).
 pub const GAP_MS: u32 = 30;
-/// Weakest tone detected (same as the V.21 §5 circuit 109 ON level).
+/// Weakest tone detected (same as the V.21 circuit 109 ON level).
 pub const MIN_LEVEL_DBM0: f32 = -43.0;
 /// Share of block energy that must fall in the tone's bin.
 const MIN_TONE_SHARE: f32 = 0.5;

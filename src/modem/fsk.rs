@@ -1,13 +1,13 @@
 //! 300 bit/s binary FSK: ITU-T V.21 and Bell System 103, transmitter, receiver and the
 //! full-duplex modem that pairs them.
 //!
-//! - V.21 §2: channel 1 (calling modem sends) F_A mark 980 Hz / F_Z space 1180 Hz; channel 2
-//!   (answering modem sends) mark 1650 Hz / space 1850 Hz. Modulation rate up to 300 bd (§1).
+//! - V.21 (characteristic frequencies): channel 1 (calling modem sends) F_A mark 980 Hz / F_Z space 1180 Hz; channel 2
+//!   (answering modem sends) mark 1650 Hz / space 1850 Hz. Modulation rate up to 300 bd.
 //! - Bell 103: originate sends mark 1270 / space 1070 Hz, answer sends mark 2225 / space 2025.
-//! - V.21 §5 (received line signal detector, circuit 109): ON for levels above -43 dBm, OFF
+//! - V.21 (received line signal detector, circuit 109): ON for levels above -43 dBm, OFF
 //!   below -48 dBm, hysteresis of at least 2 dB. Our defaults use those thresholds in dBm0.
 //!
-//! Transmitter: phase-continuous (one phase accumulator; V.21 §3 allows no phase jumps at
+//! Transmitter: phase-continuous (one phase accumulator, so no phase jump and no splatter at
 //! the bit change), level in dBm0 (default -12), idle = continuous mark. Receiver: a
 //! quadrature correlator per tone over a sliding one-bit window (non-coherent matched filter),
 //! the larger energy decides the bit per sample, the summed in-band energy drives the carrier
@@ -29,13 +29,13 @@ pub struct FskChannel {
     pub baud: u32,
 }
 
-/// V.21 §2 channel 1: sent by the calling modem.
+/// V.21 channel 1: sent by the calling modem.
 pub const V21_CH1: FskChannel = FskChannel {
     mark_hz: 980.0,
     space_hz: 1180.0,
     baud: 300,
 };
-/// V.21 §2 channel 2: sent by the answering modem.
+/// V.21 channel 2: sent by the answering modem.
 pub const V21_CH2: FskChannel = FskChannel {
     mark_hz: 1650.0,
     space_hz: 1850.0,
@@ -87,9 +87,9 @@ impl FskMode {
 
 /// Default transmit level (a common PSTN modem level; V.2 caps data signals at -9 dBm0 mean).
 pub const DEFAULT_TX_LEVEL_DBM0: f32 = -12.0;
-/// V.21 §5: circuit 109 ON threshold.
+/// V.21: circuit 109 ON threshold.
 pub const CARRIER_ON_DBM0: f32 = -43.0;
-/// V.21 §5: circuit 109 OFF threshold.
+/// V.21: circuit 109 OFF threshold.
 pub const CARRIER_OFF_DBM0: f32 = -48.0;
 /// Loudest level accepted (a full-scale sine is +3.14 dBm0, see [`level`]).
 pub const MAX_TX_LEVEL_DBM0: f32 = 0.0;

@@ -1,10 +1,10 @@
 //! Signal levels in dBm0 for 16-bit linear samples that travel as G.711.
 //!
-//! ITU-T G.711 §4 puts the theoretical load capacity at +3.17 dBm0 (μ-law) / +3.14 dBm0
+//! ITU-T G.711 puts the theoretical load capacity at +3.17 dBm0 (μ-law) / +3.14 dBm0
 //! (A-law). We take +3.14 dBm0 for a full-scale (±32767) sine, the convention spandsp also
 //! uses, so a 0 dBm0 sine has a peak of about 22 826. Pure arithmetic, no state.
 
-/// Level of a full-scale sine in dBm0 (G.711 §4, A-law load capacity).
+/// Level of a full-scale sine in dBm0 (G.711 A-law theoretical load capacity).
 #[allow(clippy::approx_constant)] // a level in dB that happens to look like pi
 pub const FULL_SCALE_SINE_DBM0: f32 = 3.14;
 

@@ -3,9 +3,10 @@
 //! Framing per ITU-T V.4 / V.1 conventions: an idle line is mark (binary 1); a character is
 //! one start bit (space, 0), 5-8 data bits least significant first, an optional parity bit
 //! and one or two stop bits (mark). The receiver works on a hard-decision bit stream at the
-//! sample rate: it waits for a mark-to-space edge, confirms the start bit at mid-bit, then
-//! samples every bit at its centre and re-synchronises on every start edge, so clock offsets
-//! of a few percent never accumulate over more than one character.
+//! sample rate: it waits for a mark-to-space edge held for 3 samples, confirms the start bit
+//! at mid-bit, then reads every bit at its centre (majority of 3 decisions) and
+//! re-synchronises on every start edge, so clock offsets of a few percent never accumulate
+//! over more than one character. Lost samples run the bit clock on (`push_lost_bit`).
 //! Timing is a fixed-point bit clock in sample units; no clock reads, no allocation.
 
 use super::{ModemError, ModemEvent};
@@ -212,7 +213,7 @@ impl UartRx {
     /// One sample was lost: run the bit clock on the held decision `mark`. If the line was
     /// sending characters back to back, the next start edge is due half a bit (plus any
     /// extra stop bit) after the last stop-bit centre; assume it came, so framing survives
-    /// the gap (ITU-T V.14 style flywheel). The characters inside the gap are unreliable.
+    /// the gap (a flywheel). The characters inside the gap are unreliable.
     pub fn push_lost_bit(&mut self, mark: bool) -> Option<ModemEvent> {
         match self.state {
             RxState::Idle { seen_mark: true } => {
