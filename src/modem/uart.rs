@@ -240,7 +240,15 @@ impl UartRx {
                 }
                 None
             }
-            RxState::Bits { .. } => self.push_bit(mark),
+            RxState::Bits { .. } => {
+                let event = self.push_bit(mark);
+                // The held decision says nothing about the real stop bit: assume the frame
+                // was well formed so the flywheel can run on to the next start bit.
+                if self.state == (RxState::Idle { seen_mark: false }) {
+                    self.state = RxState::Idle { seen_mark: true };
+                }
+                event
+            }
         }
     }
 
