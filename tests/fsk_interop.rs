@@ -324,3 +324,28 @@ fn longest_common_subsequence(a: &[u8], b: &[u8]) -> usize {
     }
     row[b.len()]
 }
+
+#[test]
+fn spandsp_link_connects_and_echoes_over_many_random_start_delays() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_harness(dir.path());
+    let mut noise = support::Noise::new(2024);
+    let msg: Vec<u8> = (0..256).map(|_| noise.next_u64() as u8).collect();
+    for seed in 0..6u64 {
+        for ours in [
+            FskMode::V21Caller,
+            FskMode::V21Answerer,
+            FskMode::Bell103Answer,
+        ] {
+            let law = if seed % 2 == 0 { Law::Mu } else { Law::A };
+            // 0-50 frames (0-1 s) of silence before our first frame.
+            let delay = (noise.next_u64() % 51) as usize;
+            let ev = echo_through_spandsp(&exe, ours, law, &msg, delay);
+            assert_eq!(
+                ev.first(),
+                Some(&ModemEvent::CarrierUp),
+                "{ours:?} seed {seed}"
+            );
+        }
+    }
+}

@@ -787,6 +787,32 @@ mod tests {
         assert_eq!(with_echo(6.0, -20.0), (200, 200));
     }
 
+    #[test]
+    fn receiver_tolerates_16_hz_frequency_offset_and_1_percent_fast_bit_rate() {
+        for (offset, baud) in [(16.0, 303), (-16.0, 297)] {
+            let ch = FskChannel {
+                mark_hz: V21_CH1.mark_hz + offset,
+                space_hz: V21_CH1.space_hz + offset,
+                baud,
+            };
+            let mut tx = FskTx::new(ch, -20.0, UartConfig::default()).unwrap();
+            let mut rx = FskModem::new(FskMode::V21Answerer, FskConfig::default()).unwrap();
+            let msg: Vec<u8> = (0..=255u8).collect();
+            let mut q: VecDeque<u8> = VecDeque::new();
+            let mut f = [0i16; 160];
+            let mut ev = Vec::new();
+            for i in 0..700 {
+                if i == 10 {
+                    q.extend(&msg);
+                }
+                tx.fill(&mut f, || q.pop_front());
+                rx.push(&f);
+                ev.extend(std::iter::from_fn(|| rx.poll_event()));
+            }
+            assert_eq!(data(&ev), msg, "offset {offset} Hz, {baud} bit/s");
+        }
+    }
+
     fn longest_common_subsequence(a: &[u8], b: &[u8]) -> usize {
         let mut row = vec![0usize; b.len() + 1];
         for &x in a {
