@@ -283,6 +283,12 @@ impl AnswerToneDetector {
         self.events.pop_front()
     }
 
+    /// Samples pushed so far: the caller's clock for its own timeouts (e.g. give up when
+    /// no answer tone was detected by sample N).
+    pub fn position(&self) -> u64 {
+        self.n
+    }
+
     /// The tone currently reported as present, if any.
     pub fn tone(&self) -> Option<AnswerTone> {
         match self.state {
@@ -411,17 +417,19 @@ impl AnswerToneDetector {
         if family != Family::Ans {
             return;
         }
-        if self.history_len >= 2 {
-            // Compare with the bin two blocks back: a reversal inside the previous block
-            // turns the phase by ~180 degrees (less drift from a small frequency offset).
-            let old = self.history[self.history_len - 2];
-            let re = z.0 * old.0 + z.1 * old.1;
-            let mag = (z.0.hypot(z.1)) * (old.0.hypot(old.1));
+        if self.history_len == 3 {
+            // Predict this block's bin from two blocks back, rotated by the per-block drift
+            // measured on the two blocks before that (a tone 15 Hz off 2100 Hz turns 54
+            // degrees per block). A reversal inside the previous block leaves the bin ~180
+            // degrees from the prediction.
+            let [a, b, _] = self.history;
+            let drift = mul(b, conj(a));
+            let predicted = mul(b, mul(drift, drift));
+            let re = z.0 * predicted.0 + z.1 * predicted.1;
+            let mag = z.0.hypot(z.1) * predicted.0.hypot(predicted.1);
             if re < -0.5 * mag {
                 self.reversal = true;
             }
-        }
-        if self.history_len == 3 {
             self.history.rotate_left(1);
             self.history[2] = z;
         } else {
@@ -469,6 +477,14 @@ impl AnswerToneDetector {
         }
         2.0 * re.hypot(im) / dc
     }
+}
+
+fn mul(a: (f32, f32), b: (f32, f32)) -> (f32, f32) {
+    (a.0 * b.0 - a.1 * b.1, a.0 * b.1 + a.1 * b.0)
+}
+
+fn conj(a: (f32, f32)) -> (f32, f32) {
+    (a.0, -a.1)
 }
 
 #[cfg(test)]
@@ -587,6 +603,29 @@ mod tests {
             ),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn tones_15_hz_off_nominal_keep_their_classification() {
+        for tone in [
+            AnswerTone::Ans,
+            AnswerTone::AnsPr,
+            AnswerTone::AnsAm,
+            AnswerTone::AnsAmPr,
+        ] {
+            for offset in [-15.0, 15.0] {
+                let mut g = AnswerToneGenerator::new(tone, -20.0).unwrap();
+                g.step = f64::from(ANS_HZ + offset) / f64::from(SAMPLE_RATE_HZ);
+                let mut v = vec![0i16; 2400 + 16_000];
+                g.fill(&mut v[2400..]);
+                let ev = detect(&v);
+                assert_eq!(
+                    ev.first(),
+                    Some(&AnswerToneEvent::Detected { tone, at: 2400 }),
+                    "{tone:?} {offset}"
+                );
+            }
+        }
     }
 
     proptest! {
