@@ -219,6 +219,20 @@ const MAX_WINDOW: usize = 64;
 /// One-pole smoothing of the in-band power: 1/32 per sample (~4 ms).
 const POWER_SMOOTHING: f32 = 1.0 / 32.0;
 
+/// Rejects channels the fixed-point clocks and tables cannot represent.
+fn check_channel(c: FskChannel) -> Result<(), ModemError> {
+    let tone_ok = |hz: f32| (100.0..=3900.0).contains(&hz);
+    if tone_ok(c.mark_hz) && tone_ok(c.space_hz) && (50..=2000).contains(&c.baud) {
+        Ok(())
+    } else {
+        Err(ModemError::Channel {
+            mark_hz: c.mark_hz,
+            space_hz: c.space_hz,
+            baud: c.baud,
+        })
+    }
+}
+
 fn phase_step(hz: f32) -> u32 {
     // Phase is a u32 turn fraction; hz < sample rate keeps the product below 2^32.
     ((f64::from(hz) / f64::from(SAMPLE_RATE_HZ)) * 4_294_967_296.0) as u32
@@ -253,6 +267,7 @@ pub struct FskTx {
 
 impl FskTx {
     pub fn new(channel: FskChannel, level_dbm0: f32, uart: UartConfig) -> Result<Self, ModemError> {
+        check_channel(channel)?;
         if !(MIN_TX_LEVEL_DBM0..=MAX_TX_LEVEL_DBM0).contains(&level_dbm0) {
             return Err(ModemError::TxLevel {
                 dbm0: level_dbm0,
@@ -330,6 +345,7 @@ impl FskRx {
         carrier_on_dbm0: f32,
         carrier_off_dbm0: f32,
     ) -> Result<Self, ModemError> {
+        check_channel(channel)?;
         if carrier_on_dbm0.is_nan()
             || carrier_off_dbm0.is_nan()
             || carrier_on_dbm0 <= carrier_off_dbm0
@@ -849,6 +865,20 @@ mod tests {
             ..FskConfig::default()
         };
         assert!(FskModem::new(FskMode::V21Caller, cfg).is_err());
+        let silly = FskChannel {
+            mark_hz: 980.0,
+            space_hz: 1180.0,
+            baud: 9600,
+        };
+        assert!(matches!(
+            FskTx::new(silly, -12.0, UartConfig::default()),
+            Err(ModemError::Channel { baud: 9600, .. })
+        ));
+        let nan = FskChannel {
+            mark_hz: f32::NAN,
+            ..V21_CH1
+        };
+        assert!(FskRx::new(nan, UartConfig::default(), -43.0, -48.0).is_err());
     }
 
     proptest! {

@@ -45,6 +45,12 @@ pub enum ModemError {
     TxLevel { dbm0: f32, min: f32, max: f32 },
     #[error("carrier thresholds: on {on_dbm0} dBm0 must be above off {off_dbm0} dBm0")]
     CarrierThresholds { on_dbm0: f32, off_dbm0: f32 },
+    #[error("FSK channel mark {mark_hz} Hz / space {space_hz} Hz / {baud} bd outside 100..=3900 Hz, 50..=2000 bd")]
+    Channel {
+        mark_hz: f32,
+        space_hz: f32,
+        baud: u32,
+    },
     #[error("transmit queue length must be 1..={max}, got {len}")]
     TxQueueLen { len: usize, max: usize },
 }

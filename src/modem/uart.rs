@@ -189,8 +189,12 @@ pub struct UartRx {
 }
 
 impl UartRx {
-    /// A receiver for `baud` bit/s at `sample_rate` samples/s (baud below sample_rate / 4).
+    /// A receiver for `baud` bit/s at `sample_rate` samples/s. Values are clamped to
+    /// 8..=2^24 samples/s and 1..=sample_rate/4 bit/s, which keeps the bit clock far from
+    /// overflow (it never exceeds IDLE_CLOCK_CAP_BITS * sample_rate + baud).
     pub fn new(cfg: UartConfig, baud: u32, sample_rate: u32) -> Self {
+        let sample_rate = sample_rate.clamp(8, 1 << 24);
+        let baud = baud.clamp(1, sample_rate / 4);
         UartRx {
             cfg,
             state: RxState::Idle { seen_mark: false },
