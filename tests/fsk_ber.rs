@@ -1,6 +1,8 @@
 //! V.21 asynchronous bit error rate in AWGN after G.711: a measuring test that prints the
-//! figures (run with `cargo test --release --test fsk_ber -- --nocapture`) and fails only
-//! far above the target (BER <= 1e-4 at 4 dB SNR; spandsp 0.0.6 reports 5.6e-3).
+//! figures (run with `cargo test --release --test fsk_ber -- --nocapture`; `BER_BYTES=N`
+//! for N characters per direction) and fails above the target, BER <= 1e-4 at 4 dB SNR
+//! (spandsp 0.0.6 is quoted at 5.6e-3). Seeds are fixed, so the result is deterministic.
+//! A lost or extra character counts as 8 bit errors.
 //!
 //! SNR is the ratio of the FSK signal power to the power of white Gaussian noise over the
 //! whole 0-4 kHz band, both in dBm0, noise added before the G.711 encoder.
@@ -138,7 +140,7 @@ fn v21_async_ber_at_4_db_snr_after_g711_meets_target() {
         "V.21 async BER at 4 dB SNR after G.711: {ber:.2e} over {} bits",
         total.1
     );
-    assert!(ber <= 1e-3, "BER {ber:.2e} far above the 1e-4 target");
+    assert!(ber <= 1e-4, "BER {ber:.2e} above the 1e-4 target");
 }
 
 #[test]
