@@ -9,6 +9,8 @@
 //!
 //! Transmitter: phase-continuous (one phase accumulator, so no phase jump and no splatter at
 //! the bit change), level in dBm0 (default -12), idle = continuous mark. Receiver: a
+//! 6th-order band-pass (three resonators on the channel centre, ~19 dB down on the other
+//! channel, so our own echoed transmission does not swamp the far end), then a
 //! quadrature correlator per tone over a sliding one-bit window (non-coherent matched filter),
 //! the larger energy decides the bit per sample, the summed in-band energy drives the carrier
 //! detector, and [`UartRx`](super::uart::UartRx) deframes the decisions. All integer
