@@ -9,7 +9,7 @@
 //!
 //! Transmitter: phase-continuous (one phase accumulator, so no phase jump and no splatter at
 //! the bit change), level in dBm0 (default -12), idle = continuous mark. Receiver: a
-//! 6th-order band-pass (three resonators on the channel centre, ~19 dB down on the other
+//! 6th-order band-pass (three resonators on the channel centre, ~18 dB down on the other
 //! channel, so our own echoed transmission does not swamp the far end), then a
 //! quadrature correlator per tone over a sliding one-bit window (non-coherent matched filter),
 //! the larger energy decides the bit per sample, the summed in-band energy drives the carrier
@@ -534,7 +534,7 @@ const LOSS_SETTLE_SAMPLES: usize = 8;
 /// Cascaded band-pass sections of the receive filter.
 const BAND_SECTIONS: usize = 3;
 /// -3 dB width of each section: the tones lose < 0.5 dB per section before normalisation,
-/// the other channel's band (670 Hz away for V.21) is ~19 dB down over the cascade, and the
+/// the other channel's band (670 Hz away for V.21) is ~18 dB down over the cascade, and the
 /// correlator's window adds its own selectivity.
 const BAND_SECTION_WIDTH_HZ: f32 = 600.0;
 /// Keeps filter states out of the subnormal range in silence (negligible next to 1 LSB).
