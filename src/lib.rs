@@ -19,7 +19,7 @@
 //! | `sip`     | SIP message codec, transactions, registration, digest authentication |
 //! | `sdp`     | SDP offer/answer (RFC 3264) for G.711 audio and RFC 4733 events      |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
-//! | `modem`   | software modems: V.22/V.22bis, scrambler, V.14 framing               |
+//! | `modem`   | software modems: V.21, Bell 103, V.22, V.22bis, answer tones         |
 #![forbid(unsafe_code)]
 
 pub mod config;
