@@ -283,6 +283,9 @@ impl OutgoingCall {
             }
             // The originate endpoint already answered 403 (REFER, re-INVITE, Replaces).
             Event::Refused { call_id, .. } => *call_id == self.call_id,
+            // ACK for a non-2xx we (or the endpoint, statelessly) sent on this Call-ID: the
+            // UAC side owes nothing back (RFC 3261 §17.2.1).
+            Event::Ack { msg, .. } => msg.header("call-id") == Some(self.call_id.as_str()),
             _ => false,
         }
     }
@@ -847,5 +850,581 @@ fn check_token(field: &'static str, value: &str) -> Result<(), CallError> {
             field,
             value: value.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::endpoint::{EndpointConfig, TrunkKind};
+    use crate::sip::message::{parse_datagram, Limits, StartLine};
+
+    const A: &str = "127.0.0.1:5070";
+    const B: &str = "127.0.0.1:5080";
+    const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    const REALM: &str = "dialback.test";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn ep_cfg(kind: TrunkKind, local: &str, seed: u64) -> EndpointConfig {
+        EndpointConfig {
+            kind,
+            local: addr(local),
+            limits: Limits::default(),
+            per_source_rate: 1000,
+            per_source_burst: 1000,
+            max_sources: 16,
+            max_transactions: 64,
+            queue_depth: 64,
+            allow_sources: None,
+            user_agent: "dialback/test".into(),
+            rng_seed: seed,
+        }
+    }
+
+    fn call_cfg(on_diversion: OnDiversion) -> CallConfig {
+        CallConfig {
+            target_uri: "sip:1001@127.0.0.1:5080".into(),
+            from_uri: "sip:gate-out@dialback.test".into(),
+            contact_uri: "sip:gate-out@127.0.0.1:5070".into(),
+            auth_username: "gate-out".into(),
+            password: "s3cret".into(),
+            sdp_offer: SDP.to_vec(),
+            ring_timeout: Duration::from_secs(30),
+            on_diversion,
+        }
+    }
+
+    /// Our endpoint `a` running the call, and a far-end endpoint `b` (the proxy and phone in
+    /// one) that the test drives by hand; datagrams cross instantly on a fake clock.
+    struct World {
+        a: Endpoint,
+        b: Endpoint,
+        call: OutgoingCall,
+        now: Instant,
+        sent_by_a: Vec<Message>,
+        sent_by_b: Vec<Vec<u8>>,
+        far: VecDeque<Event>,
+        events: Vec<CallEvent>,
+        /// Drop the next datagram from `a` (simulated loss).
+        drop_next_from_a: bool,
+    }
+
+    impl World {
+        fn new(on_diversion: OnDiversion) -> World {
+            World::with(call_cfg(on_diversion))
+        }
+
+        fn with(cfg: CallConfig) -> World {
+            let mut w = World {
+                a: Endpoint::new(ep_cfg(TrunkKind::Originate, A, 1)),
+                b: Endpoint::new(ep_cfg(TrunkKind::User, B, 2)),
+                call: OutgoingCall::new(cfg, "cb-1@gate".into(), "ft1".into()),
+                now: Instant::now(),
+                sent_by_a: Vec::new(),
+                sent_by_b: Vec::new(),
+                far: VecDeque::new(),
+                events: Vec::new(),
+                drop_next_from_a: false,
+            };
+            let route = Route {
+                addr: addr(B),
+                conn: None,
+            };
+            w.call
+                .start(w.now, &mut w.a, route)
+                .expect("valid config starts");
+            w.pump();
+            w
+        }
+
+        fn pump(&mut self) {
+            loop {
+                let mut moved = false;
+                while let Some(t) = self.a.poll_transmit() {
+                    moved = true;
+                    if let Ok(m) = parse_datagram(&t.bytes, &Limits::default()) {
+                        self.sent_by_a.push(m);
+                    }
+                    if std::mem::take(&mut self.drop_next_from_a) {
+                        continue;
+                    }
+                    if t.route.addr == addr(B) {
+                        self.b.handle_datagram(self.now, addr(A), &t.bytes);
+                    }
+                }
+                while let Some(t) = self.b.poll_transmit() {
+                    moved = true;
+                    self.sent_by_b.push(t.bytes.clone());
+                    if t.route.addr == addr(A) {
+                        self.a.handle_datagram(self.now, addr(B), &t.bytes);
+                    }
+                }
+                while let Some(ev) = self.a.poll_event() {
+                    moved = true;
+                    let used = self.call.handle_event(self.now, &mut self.a, &ev);
+                    assert!(used, "event not the call's: {ev:?}");
+                }
+                while let Some(ev) = self.b.poll_event() {
+                    moved = true;
+                    self.far.push_back(ev);
+                }
+                while let Some(e) = self.call.poll_event() {
+                    self.events.push(e);
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+
+        fn advance(&mut self, to: Instant) {
+            self.now = to;
+            self.a.handle_timeout(to);
+            self.b.handle_timeout(to);
+            self.call.handle_timeout(to, &mut self.a);
+            self.pump();
+        }
+
+        /// The next request the far end received (other events are skipped).
+        fn far_request(&mut self, method: Method) -> (ServerTxnId, Box<Message>) {
+            while let Some(ev) = self.far.pop_front() {
+                if let Event::Request { id, msg, info, .. } = ev {
+                    if info.method == method {
+                        return (id, msg);
+                    }
+                }
+            }
+            panic!("far end got no {method}");
+        }
+
+        fn far_respond(&mut self, id: ServerTxnId, req: &Message, code: u16, extra: Extras<'_>) {
+            let reason = match code {
+                180 => "Ringing",
+                181 => "Call Is Being Forwarded",
+                200 => "OK",
+                302 => "Moved Temporarily",
+                407 => "Proxy Authentication Required",
+                486 => "Busy Here",
+                487 => "Request Terminated",
+                _ => "Whatever",
+            };
+            self.b.respond(self.now, id, req, code, reason, &extra);
+            self.pump();
+        }
+
+        fn sent(&self, method: Method) -> Vec<&Message> {
+            self.sent_by_a
+                .iter()
+                .filter(|m| m.is_request() && m.method() == Some(method.clone()))
+                .collect()
+        }
+
+        fn far_to_tag(&self) -> String {
+            self.call.remote_tag().expect("answered").to_string()
+        }
+
+        /// The far end sends an in-dialog request to our Contact.
+        fn far_sends(&mut self, method: Method, cseq: u32, extras: &Extras<'_>) -> Message {
+            let to_tag = self.far_to_tag();
+            self.b.send_request(
+                self.now,
+                Route {
+                    addr: addr(A),
+                    conn: None,
+                },
+                &OutgoingRequest {
+                    method: &method,
+                    uri: "sip:gate-out@127.0.0.1:5070",
+                    from: "sip:1001@127.0.0.1:5080",
+                    from_tag: &to_tag,
+                    to: "sip:gate-out@dialback.test",
+                    to_tag: Some("ft1"),
+                    call_id: "cb-1@gate",
+                    cseq,
+                },
+                extras,
+            );
+            let before = self.sent_by_b.len();
+            self.pump();
+            let resp = self
+                .sent_by_b
+                .len()
+                .checked_sub(before)
+                .filter(|n| *n > 0)
+                .map(|_| ());
+            assert!(resp.is_some(), "request went out");
+            let mut answer = None;
+            while let Some(ev) = self.far.pop_front() {
+                if let Event::Response { msg, .. } = ev {
+                    answer = Some(*msg);
+                }
+            }
+            answer.expect("far end got an answer")
+        }
+    }
+
+    fn challenge() -> Extras<'static> {
+        Extras {
+            headers: vec![(
+                "Proxy-Authenticate",
+                format!("Digest realm=\"{REALM}\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5"),
+            )],
+            body: None,
+        }
+    }
+
+    fn answer_200(record_route: bool) -> Extras<'static> {
+        let mut headers = vec![("Contact", "<sip:1001@127.0.0.1:5080>".to_string())];
+        if record_route {
+            headers.push(("Record-Route", "<sip:127.0.0.1:5080;lr>".to_string()));
+        }
+        Extras {
+            headers,
+            body: Some(("application/sdp", SDP)),
+        }
+    }
+
+    fn uri_of(m: &Message) -> &str {
+        match &m.start {
+            StartLine::Request { uri, .. } => uri,
+            StartLine::Response { .. } => "",
+        }
+    }
+
+    fn top_branch(m: &Message) -> Option<String> {
+        m.header("via")
+            .and_then(crate::sip::validate::parse_via)
+            .and_then(|v| v.branch)
+    }
+
+    #[test]
+    fn answered_after_407_then_ended_by_remote_bye() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv1) = w.far_request(Method::Invite);
+        assert_eq!(uri_of(&inv1), "sip:1001@127.0.0.1:5080");
+        assert_eq!(inv1.header("content-type"), Some("application/sdp"));
+        assert_eq!(inv1.body, SDP);
+        assert!(inv1.header("contact").is_some() && inv1.header("allow").is_some());
+        assert!(inv1.header("replaces").is_none());
+        w.far_respond(id, &inv1, 407, challenge());
+        // The endpoint ACKed the 407; the call re-sent the INVITE with credentials.
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        let (id, inv2) = w.far_request(Method::Invite);
+        assert_eq!(inv2.header("cseq"), Some("2 INVITE"));
+        assert_eq!(inv2.header("call-id"), inv1.header("call-id"));
+        assert_eq!(inv2.header("from"), inv1.header("from"));
+        let cred = inv2.header("proxy-authorization").expect("credentials");
+        let auth = digest::parse_authorization(cred).expect("parses");
+        let ha1 = digest::ha1_hex(digest::Algorithm::Md5, "gate-out", REALM, "s3cret");
+        assert!(digest::verify(&auth, &ha1, "INVITE", SDP));
+        w.far_respond(id, &inv2, 180, Extras::default());
+        assert_eq!(w.events, vec![CallEvent::Ringing]);
+        w.far_respond(id, &inv2, 200, answer_200(true));
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Answered {
+                remote_sdp: SDP.to_vec()
+            })
+        );
+        let ack = *w.sent(Method::Ack).last().expect("ACK for 2xx");
+        assert_eq!(uri_of(ack), "sip:1001@127.0.0.1:5080");
+        assert_eq!(ack.header("cseq"), Some("2 ACK"));
+        assert_eq!(ack.header("route"), Some("<sip:127.0.0.1:5080;lr>"));
+        assert_ne!(
+            top_branch(ack),
+            top_branch(&inv2),
+            "2xx ACK has its own branch"
+        );
+        assert!(w.call.is_answered());
+        let resp = w.far_sends(Method::Bye, 1, &Extras::default());
+        assert_eq!(resp.status(), Some(200));
+        assert_eq!(w.events.last(), Some(&CallEvent::Ended { by_remote: true }));
+        assert!(w.call.is_finished());
+    }
+
+    #[test]
+    fn busy_fails_and_the_endpoint_acks_with_the_invite_branch() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 486, Extras::default());
+        assert_eq!(
+            w.events,
+            vec![CallEvent::Failed {
+                reason: FailReason::Status(486)
+            }]
+        );
+        let acks = w.sent(Method::Ack);
+        assert_eq!(acks.len(), 1);
+        assert_eq!(top_branch(acks[0]), top_branch(&inv));
+        assert_eq!(acks[0].header("cseq"), Some("1 ACK"));
+    }
+
+    #[test]
+    fn redirect_is_never_followed() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        let contact = Extras {
+            headers: vec![("Contact", "<sip:attacker@192.0.2.66>".to_string())],
+            body: None,
+        };
+        w.far_respond(id, &inv, 302, contact);
+        assert_eq!(
+            w.events,
+            vec![CallEvent::Failed {
+                reason: FailReason::Redirect(302)
+            }]
+        );
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        w.advance(w.now + Duration::from_secs(60));
+        assert_eq!(
+            w.sent(Method::Invite).len(),
+            1,
+            "no INVITE to the 3xx Contact"
+        );
+        assert!(w.sent_by_a.iter().all(|m| !uri_of(m).contains("attacker")));
+    }
+
+    #[test]
+    fn status_181_is_diversion_and_cancels_the_attempt() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 181, Extras::default());
+        assert_eq!(
+            w.events,
+            vec![CallEvent::Diverted {
+                header: "181 Call Is Being Forwarded".into()
+            }]
+        );
+        let cancels = w.sent(Method::Cancel);
+        assert_eq!(cancels.len(), 1);
+        assert_eq!(top_branch(cancels[0]), top_branch(&inv));
+        // The far end's endpoint answered the CANCEL 200 and told the test; it ends the INVITE.
+        assert!(w.far.iter().any(|e| matches!(e, Event::Cancelled { .. })));
+        w.far_respond(id, &inv, 487, Extras::default());
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Failed {
+                reason: FailReason::Diverted
+            })
+        );
+    }
+
+    #[test]
+    fn diversion_header_on_200_is_acked_then_byed() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        let mut extras = answer_200(false);
+        extras.headers.push((
+            "Diversion",
+            "<sip:1001@127.0.0.1>;reason=unconditional".into(),
+        ));
+        w.far_respond(id, &inv, 200, extras);
+        assert!(
+            matches!(&w.events[0], CallEvent::Diverted { header } if header.starts_with("Diversion:"))
+        );
+        let ack_at = w
+            .sent_by_a
+            .iter()
+            .position(|m| m.method() == Some(Method::Ack))
+            .expect("ACK");
+        let bye_at = w
+            .sent_by_a
+            .iter()
+            .position(|m| m.method() == Some(Method::Bye))
+            .expect("BYE");
+        assert!(ack_at < bye_at);
+        assert!(!w
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Answered { .. })));
+        let (bid, bye) = w.far_request(Method::Bye);
+        assert_eq!(bye.header("cseq"), Some("2 BYE"));
+        w.far_respond(bid, &bye, 200, Extras::default());
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Failed {
+                reason: FailReason::Diverted
+            })
+        );
+    }
+
+    #[test]
+    fn flagged_diversion_keeps_the_call() {
+        let mut w = World::new(OnDiversion::Flag);
+        let (id, inv) = w.far_request(Method::Invite);
+        let mut extras = answer_200(false);
+        extras
+            .headers
+            .push(("History-Info", "<sip:1001@127.0.0.1>;index=1".into()));
+        w.far_respond(id, &inv, 200, extras);
+        assert!(matches!(&w.events[0], CallEvent::Diverted { .. }));
+        assert!(matches!(&w.events[1], CallEvent::Answered { .. }));
+        assert!(w.sent(Method::Bye).is_empty());
+    }
+
+    #[test]
+    fn ring_timeout_cancels_then_487_is_acked_and_fails_no_answer() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 180, Extras::default());
+        assert_eq!(w.call.poll_timeout(), Some(w.now + Duration::from_secs(30)));
+        w.advance(w.now + Duration::from_secs(30));
+        assert_eq!(w.sent(Method::Cancel).len(), 1);
+        w.far_respond(id, &inv, 487, Extras::default());
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Failed {
+                reason: FailReason::NoAnswer
+            })
+        );
+    }
+
+    #[test]
+    fn refer_and_reinvite_in_the_dialog_are_refused_403() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 200, answer_200(false));
+        let refer = Extras {
+            headers: vec![("Refer-To", "<sip:attacker@192.0.2.66>".to_string())],
+            body: None,
+        };
+        assert_eq!(w.far_sends(Method::Refer, 1, &refer).status(), Some(403));
+        let replaces = Extras {
+            headers: vec![("Replaces", "cb-1@gate;to-tag=ft1;from-tag=x".to_string())],
+            body: Some(("application/sdp", SDP)),
+        };
+        assert_eq!(
+            w.far_sends(Method::Invite, 2, &replaces).status(),
+            Some(403)
+        );
+        assert!(w.call.is_answered(), "the call itself goes on");
+    }
+
+    #[test]
+    fn in_dialog_info_is_answered_and_handed_up() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 200, answer_200(false));
+        let info = Extras {
+            headers: vec![],
+            body: Some(("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n")),
+        };
+        assert_eq!(w.far_sends(Method::Info, 1, &info).status(), Some(200));
+        assert!(
+            matches!(w.events.last(), Some(CallEvent::Info { body }) if body.starts_with(b"Signal=5"))
+        );
+    }
+
+    #[test]
+    fn lost_ack_gets_the_retransmitted_200_acked_again() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.drop_next_from_a = true;
+        w.far_respond(id, &inv, 200, answer_200(false));
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        // The far end's UAS core retransmits the 2xx after T1 (RFC 3261 §13.3.1.4).
+        w.advance(w.now + T1);
+        let acks = w.sent(Method::Ack);
+        assert_eq!(acks.len(), 2);
+        assert_eq!(
+            acks[0]
+                .header("via")
+                .and_then(crate::sip::validate::parse_via),
+            acks[1]
+                .header("via")
+                .and_then(crate::sip::validate::parse_via),
+            "the same ACK is resent"
+        );
+        // The far end saw the second ACK: no more 2xx retransmissions.
+        let before = w.sent_by_b.len();
+        w.advance(w.now + 4 * T1);
+        assert_eq!(w.sent_by_b.len(), before);
+        assert_eq!(
+            w.events
+                .iter()
+                .filter(|e| matches!(e, CallEvent::Answered { .. }))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn local_hangup_sends_bye_with_next_cseq_and_ends() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 200, answer_200(true));
+        w.call.hangup(w.now, &mut w.a);
+        w.pump();
+        let (bid, bye) = w.far_request(Method::Bye);
+        assert_eq!(bye.header("cseq"), Some("2 BYE"));
+        assert_eq!(bye.header("route"), Some("<sip:127.0.0.1:5080;lr>"));
+        w.far_respond(bid, &bye, 200, Extras::default());
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Ended { by_remote: false })
+        );
+    }
+
+    #[test]
+    fn no_response_at_all_fails_timeout() {
+        // Ring timeout beyond Timer B (32 s), so the transaction gives up first.
+        let mut cfg = call_cfg(OnDiversion::Abort);
+        cfg.ring_timeout = Duration::from_secs(60);
+        let mut w = World::with(cfg);
+        w.b = Endpoint::new(ep_cfg(TrunkKind::User, "127.0.0.1:5999", 3));
+        w.far.clear();
+        while let Some(t) = w.a.poll_timeout() {
+            w.advance(t);
+            if w.call.is_finished() {
+                break;
+            }
+        }
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Failed {
+                reason: FailReason::Timeout
+            })
+        );
+    }
+
+    #[test]
+    fn bad_target_uri_is_refused_before_anything_is_sent() {
+        let mut ep = Endpoint::new(ep_cfg(TrunkKind::Originate, A, 1));
+        let mut cfg = call_cfg(OnDiversion::Abort);
+        cfg.target_uri = "sip:1001@x\r\nReplaces: y".into();
+        let mut call = OutgoingCall::new(cfg, "c".into(), "t".into());
+        let route = Route {
+            addr: addr(B),
+            conn: None,
+        };
+        assert!(matches!(
+            call.start(Instant::now(), &mut ep, route),
+            Err(CallError::BadUri {
+                field: "target_uri",
+                ..
+            })
+        ));
+        assert!(ep.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn uri_socket_addr_reads_ip_literals_only() {
+        assert_eq!(
+            uri_socket_addr("sip:127.0.0.1:5080;lr"),
+            Some(addr("127.0.0.1:5080"))
+        );
+        assert_eq!(
+            uri_socket_addr("sip:u@10.0.0.1"),
+            Some(addr("10.0.0.1:5060"))
+        );
+        assert_eq!(uri_socket_addr("sips:[::1]"), Some(addr("[::1]:5061")));
+        assert_eq!(uri_socket_addr("sip:proxy.example.com;lr"), None);
+        assert_eq!(uri_socket_addr("tel:+123"), None);
+        assert_eq!(uri_socket_addr("sip:"), None);
     }
 }
