@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::sip::message::{Message, Method};
+use crate::sip::message::{Message, Method, StartLine};
+use crate::sip::validate::parse_cseq;
 
 /// Extra header fields and an optional body for a message being built.
 #[derive(Clone, Debug, Default)]
@@ -99,6 +100,38 @@ pub fn request(p: &RequestParts<'_>, user_agent: &str, extras: &Extras<'_>) -> V
     let _ = write!(out, "Call-ID: {}\r\n", p.call_id);
     let _ = write!(out, "CSeq: {} {m}\r\n", p.cseq);
     finish(out, user_agent, "User-Agent", extras)
+}
+
+/// Build a request that reuses the transaction of `orig`, one of our requests (RFC 3261
+/// §17.1.1.3 ACK for a non-2xx, §9.1 CANCEL): the same top Via (branch), Request-URI, Call-ID,
+/// From and CSeq number, `method` in CSeq, `to` as the To value, and the same Route headers.
+/// `None` if `orig` is not a request carrying those headers.
+pub fn same_transaction_request(
+    orig: &Message,
+    method: &Method,
+    to: &str,
+    user_agent: &str,
+) -> Option<Vec<u8>> {
+    let StartLine::Request { uri, .. } = &orig.start else {
+        return None;
+    };
+    let via = orig.header("via")?;
+    let from = orig.header("from")?;
+    let call_id = orig.header("call-id")?;
+    let (cseq, _) = parse_cseq(orig.header("cseq")?)?;
+    let m = method.as_str();
+    let mut out = String::with_capacity(512);
+    let _ = write!(out, "{m} {uri} SIP/2.0\r\n");
+    let _ = write!(out, "Via: {via}\r\n");
+    let _ = write!(out, "Max-Forwards: 70\r\n");
+    let _ = write!(out, "From: {from}\r\n");
+    let _ = write!(out, "To: {to}\r\n");
+    let _ = write!(out, "Call-ID: {call_id}\r\n");
+    let _ = write!(out, "CSeq: {cseq} {m}\r\n");
+    for r in orig.headers("route") {
+        let _ = write!(out, "Route: {r}\r\n");
+    }
+    Some(finish(out, user_agent, "User-Agent", &Extras::default()))
 }
 
 fn finish(mut out: String, agent: &str, agent_header: &str, extras: &Extras<'_>) -> Vec<u8> {

@@ -145,7 +145,8 @@ pub struct Endpoint {
     tag_secret: u64,
     limiter: SourceLimiter,
     next_id: u64,
-    clients: HashMap<String, ClientTxn>,
+    /// Keyed by branch and CSeq method: a CANCEL shares its INVITE's branch (RFC 3261 §17.1.3).
+    clients: HashMap<(String, Method), ClientTxn>,
     servers: HashMap<ServerKey, ServerTxn>,
     server_ids: HashMap<ServerTxnId, ServerKey>,
     dialogs: HashSet<String>,
@@ -323,8 +324,37 @@ impl Endpoint {
             bytes: bytes.clone(),
         });
         let txn = ClientTxn::new(id, branch.clone(), parts.method.clone(), route, bytes, now);
-        self.clients.insert(branch, txn);
+        self.clients.insert((branch, parts.method.clone()), txn);
         id
+    }
+
+    /// Cancel the pending INVITE client transaction `id` (RFC 3261 §9.1): a CANCEL with the
+    /// INVITE's branch, Request-URI, Call-ID, From, To and CSeq number goes out in its own
+    /// non-INVITE transaction, which the endpoint runs itself (no events). Before any
+    /// provisional response the CANCEL is held until one arrives (§9.1 SHOULD NOT). The final
+    /// response to the INVITE (normally 487) is then ACKed like any non-2xx (§17.1.1.3).
+    /// Returns `false` if `id` is not a pending INVITE.
+    pub fn cancel(&mut self, now: Instant, id: ClientTxnId) -> bool {
+        let Some(key) = self
+            .clients
+            .iter()
+            .find(|(_, t)| t.id == id && t.method == Method::Invite && t.completed_ack.is_none())
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        let proceeding = match self.clients.get_mut(&key) {
+            Some(txn) if !txn.proceeding => {
+                txn.cancel_wanted = true;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if proceeding {
+            self.send_cancel(now, &key.0);
+        }
+        true
     }
 
     /// Send bytes outside any transaction (ACK for a 2xx, RFC 3261 §13.2.2.4).
@@ -372,9 +402,9 @@ impl Endpoint {
     /// Fire every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut timed_out = Vec::new();
-        for (branch, txn) in self.clients.iter_mut() {
+        for (key, txn) in self.clients.iter_mut() {
             if txn.deadline <= now {
-                timed_out.push(branch.clone());
+                timed_out.push(key.clone());
             } else if txn.retransmit_at.is_some_and(|r| r <= now) {
                 self.transmits.push_back(Transmit {
                     route: txn.route,
@@ -383,9 +413,13 @@ impl Endpoint {
                 txn.backoff(now);
             }
         }
-        for branch in timed_out {
-            if let Some(txn) = self.clients.remove(&branch) {
-                self.events.push_back(Event::Timeout { id: txn.id });
+        for key in timed_out {
+            // Timer D ends a Completed INVITE quietly; the endpoint's own CANCEL has no
+            // listener; everything else is Timer B/F, the application's business.
+            if let Some(txn) = self.clients.remove(&key) {
+                if txn.completed_ack.is_none() && !txn.internal {
+                    self.events.push_back(Event::Timeout { id: txn.id });
+                }
             }
         }
         let mut expired = Vec::new();
@@ -665,7 +699,12 @@ impl Endpoint {
             self.stats.dropped_stray += 1;
             return;
         };
-        let Some(txn) = self.clients.get_mut(&branch) else {
+        let Some(method) = msg.method() else {
+            self.stats.dropped_stray += 1;
+            return;
+        };
+        let key = (branch, method);
+        let Some(txn) = self.clients.get_mut(&key) else {
             if (200..300).contains(&code) {
                 self.events.push_back(Event::StrayResponse {
                     route,
@@ -676,20 +715,86 @@ impl Endpoint {
             }
             return;
         };
-        if msg.method().as_ref() != Some(&txn.method) {
-            self.stats.dropped_stray += 1;
+        if let Some(ack) = &txn.completed_ack {
+            // RFC 3261 §17.1.1.2 Completed: a retransmitted final response gets the ACK
+            // again and is not passed up; late provisionals are dropped.
+            if code >= 300 {
+                self.stats.retransmissions_absorbed += 1;
+                self.transmits.push_back(Transmit {
+                    route: txn.route,
+                    bytes: ack.clone(),
+                });
+            }
             return;
         }
         let id = txn.id;
+        let internal = txn.internal;
         if code < 200 {
             txn.on_provisional(now);
+            if txn.method == Method::Invite && txn.cancel_wanted {
+                txn.cancel_wanted = false;
+                self.send_cancel(now, &key.0);
+            }
+        } else if txn.method == Method::Invite && code >= 300 {
+            // RFC 3261 §17.1.1.3: the transaction, not the application, ACKs a non-2xx.
+            let to = msg.header("to").unwrap_or_default();
+            let ack = parse_datagram(&txn.bytes, &self.cfg.limits)
+                .ok()
+                .and_then(|inv| {
+                    build::same_transaction_request(&inv, &Method::Ack, to, &self.cfg.user_agent)
+                });
+            match ack {
+                Some(ack) => {
+                    self.transmits.push_back(Transmit {
+                        route: txn.route,
+                        bytes: ack.clone(),
+                    });
+                    txn.complete(now, ack);
+                }
+                // Unreachable for bytes we built ourselves; drop the entry rather than keep a
+                // transaction that cannot answer retransmissions.
+                None => {
+                    self.clients.remove(&key);
+                }
+            }
         } else {
-            self.clients.remove(&branch);
+            self.clients.remove(&key);
         }
-        self.events.push_back(Event::Response {
-            id,
-            msg: Box::new(msg),
+        if !internal {
+            self.events.push_back(Event::Response {
+                id,
+                msg: Box::new(msg),
+            });
+        }
+    }
+
+    /// Send the CANCEL for the INVITE with `branch` in its own internal transaction.
+    fn send_cancel(&mut self, now: Instant, branch: &str) {
+        let cancel_key = (branch.to_string(), Method::Cancel);
+        if self.clients.contains_key(&cancel_key) {
+            return;
+        }
+        let Some(invite) = self.clients.get(&(branch.to_string(), Method::Invite)) else {
+            return;
+        };
+        let route = invite.route;
+        let built = parse_datagram(&invite.bytes, &self.cfg.limits)
+            .ok()
+            .and_then(|inv| {
+                let to = inv.header("to")?.to_string();
+                build::same_transaction_request(&inv, &Method::Cancel, &to, &self.cfg.user_agent)
+            });
+        let Some(bytes) = built else {
+            return;
+        };
+        let id = ClientTxnId(self.fresh_id());
+        self.transmits.push_back(Transmit {
+            route,
+            bytes: bytes.clone(),
         });
+        let mut txn = ClientTxn::new(id, branch.to_string(), Method::Cancel, route, bytes, now);
+        txn.internal = true;
+        self.clients.insert(cancel_key, txn);
     }
 
     /// Answer without keeping state. The To-tag is derived from the request so that a
@@ -778,6 +883,7 @@ fn server_key(info: &RequestInfo) -> ServerKey {
 mod tests {
     use super::*;
     use crate::sip::message::parse_datagram;
+    use crate::sip::transaction::TIMER_D;
 
     fn cfg(kind: TrunkKind) -> EndpointConfig {
         EndpointConfig {
@@ -944,5 +1050,134 @@ mod tests {
         assert_eq!(t, now + 64 * T1);
         assert!(sends >= 9, "E doubles to T2 then repeats: {sends}");
         assert!(matches!(ep.poll_event(), Some(Event::Timeout { id: got }) if got == id));
+    }
+
+    fn invite_route() -> Route {
+        Route {
+            addr: "127.0.0.1:5060".parse().expect("a"),
+            conn: None,
+        }
+    }
+
+    fn send_invite(ep: &mut Endpoint, now: Instant) -> (ClientTxnId, Message) {
+        let id = ep.send_request(
+            now,
+            invite_route(),
+            &OutgoingRequest {
+                method: &Method::Invite,
+                uri: "sip:1001@127.0.0.1",
+                from: "sip:gate@127.0.0.1",
+                from_tag: "ft",
+                to: "sip:1001@127.0.0.1",
+                to_tag: None,
+                call_id: "inv-1",
+                cseq: 3,
+            },
+            &Extras {
+                headers: vec![("Route", "<sip:127.0.0.1:5060;lr>".to_string())],
+                body: None,
+            },
+        );
+        let t = ep.poll_transmit().expect("INVITE sent");
+        (
+            id,
+            parse_datagram(&t.bytes, &Limits::default()).expect("parses"),
+        )
+    }
+
+    /// A response to `req` as the far end would send it.
+    fn answer(req: &Message, code: u16, reason: &str, cseq_method: &str) -> Vec<u8> {
+        let via = req.header("via").expect("via");
+        let from = req.header("from").expect("from");
+        let to = req.header("to").expect("to");
+        let cseq_n = req
+            .header("cseq")
+            .and_then(|v| v.split_whitespace().next())
+            .expect("cseq");
+        let tag = if code > 100 { ";tag=far" } else { "" };
+        format!(
+            "SIP/2.0 {code} {reason}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to}{tag}\r\nCall-ID: inv-1\r\nCSeq: {cseq_n} {cseq_method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn non_2xx_to_invite_is_acked_by_the_transaction_with_the_invite_branch() {
+        let mut ep = Endpoint::new(cfg(TrunkKind::Originate));
+        let now = Instant::now();
+        let (id, invite) = send_invite(&mut ep, now);
+        let src = invite_route().addr;
+        ep.handle_datagram(now, src, &answer(&invite, 486, "Busy Here", "INVITE"));
+        let ack = ep.poll_transmit().expect("ACK sent");
+        let ack = parse_datagram(&ack.bytes, &Limits::default()).expect("ACK parses");
+        assert_eq!(ack.method(), Some(Method::Ack));
+        let StartLine::Request { uri, .. } = &ack.start else {
+            panic!("request");
+        };
+        assert_eq!(uri, "sip:1001@127.0.0.1");
+        assert_eq!(ack.header("via"), invite.header("via"));
+        assert_eq!(ack.header("from"), invite.header("from"));
+        assert_eq!(ack.header("call-id"), Some("inv-1"));
+        assert_eq!(ack.header("cseq"), Some("3 ACK"));
+        assert_eq!(ack.header("to"), Some("<sip:1001@127.0.0.1>;tag=far"));
+        assert_eq!(ack.header("route"), Some("<sip:127.0.0.1:5060;lr>"));
+        assert!(matches!(ep.poll_event(), Some(Event::Response { id: got, .. }) if got == id));
+        // A retransmitted 486 is absorbed: ACK again, no second event.
+        ep.handle_datagram(now, src, &answer(&invite, 486, "Busy Here", "INVITE"));
+        let again = ep.poll_transmit().expect("ACK resent");
+        assert_eq!(
+            parse_datagram(&again.bytes, &Limits::default())
+                .expect("parses")
+                .method(),
+            Some(Method::Ack)
+        );
+        assert!(ep.poll_event().is_none());
+        // Timer D (32 s on UDP) ends the transaction without a Timeout event.
+        assert_eq!(ep.poll_timeout(), Some(now + TIMER_D));
+        ep.handle_timeout(now + TIMER_D);
+        assert_eq!(ep.transactions(), 0);
+        assert!(ep.poll_event().is_none());
+    }
+
+    #[test]
+    fn cancel_waits_for_a_provisional_then_copies_the_invite_and_the_487_is_acked() {
+        let mut ep = Endpoint::new(cfg(TrunkKind::Originate));
+        let now = Instant::now();
+        let (id, invite) = send_invite(&mut ep, now);
+        let src = invite_route().addr;
+        assert!(ep.cancel(now, id));
+        assert!(
+            ep.poll_transmit().is_none(),
+            "RFC 3261 §9.1: no CANCEL before a 1xx"
+        );
+        ep.handle_datagram(now, src, &answer(&invite, 180, "Ringing", "INVITE"));
+        let cancel = ep.poll_transmit().expect("CANCEL sent after the 180");
+        let cancel = parse_datagram(&cancel.bytes, &Limits::default()).expect("parses");
+        assert_eq!(cancel.method(), Some(Method::Cancel));
+        assert_eq!(cancel.header("via"), invite.header("via"));
+        assert_eq!(cancel.header("to"), invite.header("to"));
+        assert_eq!(cancel.header("cseq"), Some("3 CANCEL"));
+        assert_eq!(cancel.header("route"), invite.header("route"));
+        assert!(matches!(ep.poll_event(), Some(Event::Response { .. })));
+        // The CANCEL's own 200 shares the branch but matches the CANCEL transaction only.
+        ep.handle_datagram(now, src, &answer(&cancel, 200, "OK", "CANCEL"));
+        assert!(
+            ep.poll_event().is_none(),
+            "CANCEL outcome is the endpoint's own"
+        );
+        assert!(ep.poll_transmit().is_none());
+        ep.handle_datagram(
+            now,
+            src,
+            &answer(&invite, 487, "Request Terminated", "INVITE"),
+        );
+        let ack = ep.poll_transmit().expect("487 ACKed");
+        let ack = parse_datagram(&ack.bytes, &Limits::default()).expect("parses");
+        assert_eq!(ack.header("cseq"), Some("3 ACK"));
+        assert!(
+            matches!(ep.poll_event(), Some(Event::Response { id: got, msg }) if got == id && msg.status() == Some(487))
+        );
+        // A second cancel of a completed INVITE is refused.
+        assert!(!ep.cancel(now, id));
     }
 }

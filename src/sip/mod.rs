@@ -7,6 +7,7 @@
 //! internal queues; we therefore own this layer (the design allows it for exactly this case).
 
 pub mod build;
+pub mod call;
 pub mod digest;
 pub mod endpoint;
 pub mod message;

@@ -15,6 +15,8 @@ use crate::sip::message::Method;
 pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 pub const T4: Duration = Duration::from_secs(5);
+/// RFC 3261 §17.1.1.2 Timer D on an unreliable transport ("at least 32 seconds").
+pub const TIMER_D: Duration = Duration::from_secs(32);
 
 /// Identifies a client transaction (our request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,6 +56,14 @@ pub struct ClientTxn {
     pub deadline: Instant,
     /// A provisional response was seen (INVITE: stop retransmitting, RFC 3261 §17.1.1.2).
     pub proceeding: bool,
+    /// INVITE in the Completed state (RFC 3261 §17.1.1.3): the ACK we sent for the final
+    /// non-2xx, resent for each retransmission of that response until Timer D (`deadline`).
+    pub completed_ack: Option<Vec<u8>>,
+    /// INVITE: the application asked to cancel before any provisional response; RFC 3261
+    /// §9.1 holds the CANCEL until one arrives.
+    pub cancel_wanted: bool,
+    /// The endpoint's own transaction (a CANCEL): its outcome raises no application event.
+    pub internal: bool,
 }
 
 impl ClientTxn {
@@ -77,6 +87,9 @@ impl ClientTxn {
             interval: T1,
             deadline: now + 64 * T1,
             proceeding: false,
+            completed_ack: None,
+            cancel_wanted: false,
+            internal: false,
         }
     }
 
@@ -96,6 +109,20 @@ impl ClientTxn {
             (self.interval * 2).min(T2)
         };
         self.retransmit_at = Some(now + self.interval);
+    }
+
+    /// A final non-2xx response to this INVITE arrived and `ack` was sent: enter Completed
+    /// and absorb retransmissions until Timer D (RFC 3261 §17.1.1.2: at least 32 s on an
+    /// unreliable transport, zero on a reliable one).
+    pub fn complete(&mut self, now: Instant, ack: Vec<u8>) {
+        self.completed_ack = Some(ack);
+        self.retransmit_at = None;
+        self.cancel_wanted = false;
+        self.deadline = if self.route.unreliable() {
+            now + TIMER_D
+        } else {
+            now
+        };
     }
 
     /// A provisional response arrived.
