@@ -23,12 +23,14 @@ use crate::gate::nonce::{
     authenticate_message, challenges, issue_nonce, MessageAuth, MessageRequest, NonceKey,
     ReplayTable,
 };
+use crate::gate::policy::AdminId;
 use crate::gate::policy::{
     AdminInput, CallbackInput, OnDiversion, Policy, PolicyInput, SecurityInput, SignalInput,
 };
 use crate::gate::signal::{match_message, TextSignal};
 use crate::gate::{GateError, WallTime};
 use crate::runtime::audit::AuditLog;
+use crate::runtime::callback::CallbackOrder;
 use crate::runtime::state;
 use crate::sip::endpoint::TrunkKind;
 use crate::sip::transaction::ServerTxnId;
@@ -110,17 +112,44 @@ impl Gate {
         }))
     }
 
-    /// Serve requests until every sender is gone.
-    pub async fn serve(mut self, mut rx: mpsc::Receiver<AppRequest>) {
-        while let Some(req) = rx.recv().await {
-            let reply = self.on_message(&req).await;
-            if req.reply.send(reply).await.is_err() {
-                warn!("trunk went away before the gate answered");
+    /// A handle on the audit log, for the originate side's callback records.
+    pub fn audit_log(&self) -> AuditLog {
+        self.audit.clone()
+    }
+
+    /// Serve requests until every sender is gone. Allowed starts become callback orders;
+    /// finished callbacks free the administrator's "one active callback" slot.
+    pub async fn serve(
+        mut self,
+        mut rx: mpsc::Receiver<AppRequest>,
+        orders: mpsc::Sender<CallbackOrder>,
+        mut finished: mpsc::Receiver<AdminId>,
+    ) {
+        loop {
+            tokio::select! {
+                req = rx.recv() => {
+                    let Some(req) = req else { break };
+                    let (reply, order) = self.on_message(&req).await;
+                    if req.reply.send(reply).await.is_err() {
+                        warn!("trunk went away before the gate answered");
+                    }
+                    if let Some(order) = order {
+                        if orders.try_send(order).is_err() {
+                            error!("originate trunk cannot take the callback order");
+                        }
+                    }
+                }
+                Some(admin) = finished.recv() => {
+                    self.state.callback_finished(&admin);
+                    if let Err(e) = state::save_state_async(&self.state_path, &self.state).await {
+                        error!(error = %e, "cannot persist gate counters");
+                    }
+                }
             }
         }
     }
 
-    async fn on_message(&mut self, req: &AppRequest) -> AppReply {
+    async fn on_message(&mut self, req: &AppRequest) -> (AppReply, Option<CallbackOrder>) {
         let reply = |code, reason, headers| AppReply {
             id: req.id,
             code,
@@ -132,7 +161,7 @@ impl Gate {
             _ => &self.routes.admin,
         };
         if !route.message {
-            return match &route.otherwise {
+            let r = match &route.otherwise {
                 Otherwise::Reject(code) => reply(*code, reason_for(*code), vec![]),
                 Otherwise::Redirect(uri) => reply(
                     302,
@@ -140,12 +169,14 @@ impl Gate {
                     vec![("Contact", format!("<{uri}>"))],
                 ),
             };
+            return (r, None);
         }
         let now = wall_now();
+        let request_uri = digest_uri(req.authorization.as_deref(), &req.request_uri);
         let msg = MessageRequest {
             authorization: req.authorization.as_deref(),
             method: "MESSAGE",
-            request_uri: &req.request_uri,
+            request_uri: &request_uri,
             body: &req.body,
         };
         let credentials =
@@ -156,7 +187,7 @@ impl Gate {
                         .into_iter()
                         .map(|c| ("WWW-Authenticate", c))
                         .collect();
-                    return reply(401, "Unauthorized", headers);
+                    return (reply(401, "Unauthorized", headers), None);
                 }
                 MessageAuth::Authenticated(id) => Credentials::Valid(id),
                 MessageAuth::Rejected { claimed, .. } => Credentials::Invalid { claimed },
@@ -213,21 +244,49 @@ impl Gate {
         if let Err(e) = state::save_state_async(&self.state_path, &self.state).await {
             error!(error = %e, "cannot persist gate counters");
         }
+        let mut order = None;
         match &decision {
             Decision::Allow { admin, numbers } if audited => {
                 info!(target: "audit", admin = %admin, numbers = numbers.len(), "maintenance start allowed; callback due");
+                order = Some(CallbackOrder {
+                    admin: admin.clone(),
+                    numbers: numbers.iter().map(|n| n.as_str().to_string()).collect(),
+                });
             }
-            Decision::Allow { .. } => {}
+            Decision::Allow { admin, .. } => {
+                // Allowed but not durably audited: fail closed, free the slot again.
+                self.state.callback_finished(admin);
+            }
             Decision::Deny(reason) => {
                 info!(target: "audit", reason = ?reason, src = %req.src, "maintenance start denied");
             }
         }
-        if authenticated {
+        let r = if authenticated {
             // RFC 3428 §7: 202 once accepted; the same answer whatever the gate decided.
             reply(202, "Accepted", vec![])
         } else {
             reply(403, "Forbidden", vec![])
-        }
+        };
+        (r, order)
+    }
+}
+
+/// The URI the digest must be computed over. A PBX in front of the gate rewrites the
+/// Request-URI (registrar lookup turns `sip:gate-admin@pbx` into our Contact), while the
+/// client computed its response over the URI it sent (RFC 3261 §22.4). Accept the
+/// credential's URI when it names the same user as the Request-URI we received; the digest
+/// still binds the response to that URI, so it cannot be replayed to another target user.
+fn digest_uri(authorization: Option<&str>, received: &str) -> String {
+    let user = |u: &str| -> Option<String> {
+        let rest = u.split_once(':')?.1;
+        Some(rest.split_once('@')?.0.to_string())
+    };
+    let claimed = authorization
+        .and_then(|a| crate::sip::digest::parse_authorization(a).ok())
+        .map(|a| a.uri);
+    match claimed {
+        Some(uri) if uri != received && user(&uri).is_some() && user(&uri) == user(received) => uri,
+        _ => received.to_string(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
 
 pub mod audit;
+pub mod callback;
 pub mod gate;
 pub mod plan;
 pub mod state;
@@ -17,6 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::gate::policy::AdminId;
 use crate::sip::build::Extras;
 use crate::sip::endpoint::{EndpointConfig, Event, Stats, TrunkKind};
 use crate::sip::message::{Message, Method};
@@ -54,6 +56,8 @@ pub struct TrunkSpec {
     pub registration: Option<TrunkRegistration>,
     /// Register over TCP (one persistent connection to the registrar) instead of UDP.
     pub register_tcp: bool,
+    /// The originate trunk's callback settings.
+    pub callbacks: Option<callback::CallbackSettings>,
 }
 
 /// Run all trunks until `shutdown` flips to true, then unregister and return. With a gate,
@@ -88,11 +92,19 @@ pub async fn run(
         info!(trunk = name, listen = %spec.listen, tcp = spec.tcp, "trunk listening");
         bound.push((spec, udp, tcp));
     }
+    let (order_tx, order_rx) = mpsc::channel::<callback::CallbackOrder>(64);
+    let (finished_tx, finished_rx) = mpsc::channel::<AdminId>(64);
+    let audit = gate.as_ref().map(|g| g.audit_log());
+    let with_gate = gate.is_some();
     let app = gate.map(|g| {
         let (tx, rx) = mpsc::channel(gate::GATE_QUEUE);
-        tokio::spawn(g.serve(rx).instrument(tracing::info_span!("gate")));
+        tokio::spawn(
+            g.serve(rx, order_tx, finished_rx)
+                .instrument(tracing::info_span!("gate")),
+        );
         tx
     });
+    let mut order_rx = Some(order_rx);
     let mut tasks = Vec::new();
     for (spec, udp, tcp) in bound {
         let name = spec.endpoint.kind.as_str();
@@ -101,8 +113,18 @@ pub async fn run(
             TrunkKind::User | TrunkKind::Admin => app.clone(),
             TrunkKind::Originate => None,
         };
+        let orders = match (spec.endpoint.kind, &spec.callbacks, with_gate) {
+            (TrunkKind::Originate, Some(settings), true) => order_rx.take().map(|rx| {
+                (
+                    rx,
+                    callback::Callbacks::new(settings.clone(), audit.clone(), finished_tx.clone()),
+                )
+            }),
+            _ => None,
+        };
         tasks.push(tokio::spawn(
-            trunk_task(spec, udp, tcp, rx, app).instrument(tracing::info_span!("trunk", name)),
+            trunk_task(spec, udp, tcp, rx, app, orders)
+                .instrument(tracing::info_span!("trunk", name)),
         ));
     }
     for t in tasks {
@@ -117,7 +139,12 @@ async fn trunk_task(
     tcp: Option<tokio::net::TcpListener>,
     mut shutdown: watch::Receiver<bool>,
     app_tx: Option<mpsc::Sender<gate::AppRequest>>,
+    orders: Option<(mpsc::Receiver<callback::CallbackOrder>, callback::Callbacks)>,
 ) {
+    let (mut order_rx, mut callbacks) = match orders {
+        Some((rx, cb)) => (Some(rx), Some(cb)),
+        None => (None, None),
+    };
     let kind = spec.endpoint.kind;
     let limits = spec.endpoint.limits;
     let aor = spec.registration.as_ref().map(|r| r.config.aor.clone());
@@ -155,15 +182,21 @@ async fn trunk_task(
     trunk.handle_timeout(Instant::now());
     loop {
         flush(&mut trunk, &udp, &mut writers).await;
-        handle_events(&mut trunk, kind, aor.as_deref(), &mut app);
+        handle_events(&mut trunk, kind, aor.as_deref(), &mut app, &mut callbacks);
+        if let Some(cb) = callbacks.as_mut() {
+            cb.drive(Instant::now(), trunk.endpoint()).await;
+        }
         flush(&mut trunk, &udp, &mut writers).await;
         if let Some(since) = stopping {
             if !trunk.unregistering() || since.elapsed() > SHUTDOWN_GRACE {
                 break;
             }
         }
-        let deadline = trunk
-            .poll_timeout()
+        let cb_due = callbacks.as_ref().and_then(|c| c.poll_timeout());
+        let deadline = [trunk.poll_timeout(), cb_due]
+            .into_iter()
+            .flatten()
+            .min()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -201,6 +234,11 @@ async fn trunk_task(
                     }
                 }
             },
+            Some(order) = async { order_rx.as_mut()?.recv().await }, if order_rx.is_some() => {
+                if let Some(cb) = callbacks.as_mut() {
+                    cb.order(Instant::now(), order);
+                }
+            }
             Some(r) = reply_rx.recv() => {
                 if let Some(msg) = app.as_mut().and_then(|l| l.pending.remove(&r.id)) {
                     let extras = Extras { headers: r.headers, body: None };
@@ -220,6 +258,9 @@ async fn trunk_task(
             r = shutdown.changed(), if stopping.is_none() => {
                 if r.is_err() || *shutdown.borrow() {
                     info!("shutting down");
+                    if let Some(cb) = callbacks.as_mut() {
+                        cb.hangup_all(Instant::now(), trunk.endpoint());
+                    }
                     trunk.unregister(Instant::now());
                     stopping = Some(Instant::now());
                 }
@@ -309,8 +350,19 @@ struct AppLink {
     pending: HashMap<ServerTxnId, Box<Message>>,
 }
 
-fn handle_events(trunk: &mut Trunk, kind: TrunkKind, aor: Option<&str>, app: &mut Option<AppLink>) {
+fn handle_events(
+    trunk: &mut Trunk,
+    kind: TrunkKind,
+    aor: Option<&str>,
+    app: &mut Option<AppLink>,
+    callbacks: &mut Option<callback::Callbacks>,
+) {
     while let Some(ev) = trunk.poll_event() {
+        if let (TrunkEvent::App(e), Some(cb)) = (&ev, callbacks.as_mut()) {
+            if cb.handle_event(Instant::now(), trunk.endpoint(), e) {
+                continue;
+            }
+        }
         match ev {
             TrunkEvent::Registration(RegEvent::Registered { expires_s }) => {
                 info!(aor = aor.unwrap_or("-"), expires_s, "registered");

@@ -4,8 +4,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::{Dialplan, RegisteringTrunk, SipUri, Transport};
+use std::time::Duration;
+
+use crate::config::{self, Dialplan, RegisteringTrunk, SipUri, Transport};
+use crate::runtime::callback::CallbackSettings;
 use crate::runtime::TrunkSpec;
+use crate::sip::call::OnDiversion;
 use crate::sip::endpoint::{AllowRule, EndpointConfig, TrunkKind};
 use crate::sip::message::Limits;
 use crate::sip::register::RegistrationConfig;
@@ -67,6 +71,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
             max_tcp_connections: MAX_TCP_CONNECTIONS,
             registration,
             register_tcp: t.transport == Transport::Tcp,
+            callbacks: None,
         });
     }
     let o = &d.trunks.originate;
@@ -84,6 +89,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
         max_tcp_connections: 8,
         registration: None,
         register_tcp: false,
+        callbacks: Some(callback_settings(d).await?),
     });
     Ok(specs)
 }
@@ -165,4 +171,34 @@ pub async fn resolve(uri: &SipUri, what: &'static str) -> Result<SocketAddr, Pla
         .await
         .map_err(|e| err(e.to_string()))?;
     addrs.next().ok_or_else(|| err("no address".to_string()))
+}
+
+/// The originate trunk's callback settings from the dialplan.
+async fn callback_settings(d: &Dialplan) -> Result<CallbackSettings, PlanError> {
+    let o = &d.trunks.originate;
+    let proxy = resolve(&o.proxy, "originate proxy").await?;
+    let user = o
+        .auth_username
+        .clone()
+        .unwrap_or_else(|| user_part(o.from.as_str()).to_string());
+    Ok(CallbackSettings {
+        proxy,
+        from_uri: o.from.as_str().to_string(),
+        contact_uri: format!("sip:{}@{}", user_part(o.from.as_str()), o.listen),
+        auth_username: user,
+        password: o
+            .password
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default(),
+        delay: Duration::from_millis(u64::from(d.callback.delay_ms)),
+        ring_timeout: Duration::from_secs(u64::from(d.callback.ring_timeout_s)),
+        on_diversion: match d.callback.on_diversion {
+            config::OnDiversion::Abort => OnDiversion::Abort,
+            config::OnDiversion::Continue => OnDiversion::Flag,
+        },
+        answered_hold: Duration::from_secs(u64::from(d.callback.answered_hold_s)),
+        rtp_ip: o.listen.ip(),
+        rtp_ports: d.media.rtp_ports,
+    })
 }
