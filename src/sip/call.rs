@@ -16,9 +16,12 @@
 //! dialplan number, one after the other) on one endpoint without a second owner of it.
 //!
 //! No clock, socket or RNG here: `now` is passed in and random tokens (branches, cnonces) come
-//! from the endpoint's seeded RNG. In-dialog requests go to the first Route (or the remote
-//! target) when that URI holds an IP literal, otherwise to the proxy the INVITE went to; the URI
-//! is available from [`OutgoingCall::next_hop_uri`] for a runtime that resolves names.
+//! from the endpoint's seeded RNG. In-dialog requests (ACK for the 2xx, BYE) go to the first
+//! Route's address when that URI holds an IP literal, otherwise to the proxy the INVITE went to:
+//! the originate trunk admits datagrams from its proxy only, so a direct request to the remote
+//! target could never see its answer (the proxy acts as outbound proxy, RFC 3261 §8.1.2). The
+//! first Route's URI is available from [`OutgoingCall::next_hop_uri`] for a runtime that
+//! resolves names.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -363,12 +366,10 @@ impl OutgoingCall {
         self.remote_tag.as_deref()
     }
 
-    /// URI in-dialog requests are sent towards: the first Route, else the remote target.
+    /// URI in-dialog requests are sent towards: the first Route; `None` means the proxy the
+    /// INVITE went to.
     pub fn next_hop_uri(&self) -> Option<&str> {
-        match self.route_set.first() {
-            Some(r) => Some(name_addr_uri(r)),
-            None => self.remote_target.as_deref(),
-        }
+        self.route_set.first().map(|r| name_addr_uri(r))
     }
 
     fn send_invite(&mut self, now: Instant, ep: &mut Endpoint) {
@@ -466,17 +467,20 @@ impl OutgoingCall {
             .header("to")
             .and_then(parse_name_addr)
             .and_then(|n| n.tag);
-        // A 2xx without Contact is broken; fall back to the dialled URI so it can be ended.
+        // A 2xx without a usable Contact is broken; fall back to the dialled URI so the call
+        // can still be ended. The peer's URI goes on our request line, so it is checked like
+        // our own.
         self.remote_target = Some(
             msg.header("contact")
                 .and_then(|v| split_list(v).first().copied().and_then(parse_name_addr))
                 .map(|n| n.uri)
+                .filter(|u| check_uri("contact", u).is_ok())
                 .unwrap_or_else(|| self.cfg.target_uri.clone()),
         );
         let mut rr: Vec<String> = msg
             .headers("record-route")
             .flat_map(split_list)
-            .filter(|s| !s.is_empty())
+            .filter(|s| check_uri("record-route", name_addr_uri(s)).is_ok())
             .map(str::to_string)
             .collect();
         rr.reverse();
@@ -676,7 +680,7 @@ impl OutgoingCall {
         }
     }
 
-    /// Where in-dialog requests go: the next-hop URI's address when it is an IP literal
+    /// Where in-dialog requests go: the first Route's address when it is an IP literal
     /// (keeping the proxy's connection if it is the proxy), else the proxy.
     fn next_hop(&self) -> Route {
         match self.next_hop_uri().and_then(uri_socket_addr) {
@@ -1426,5 +1430,101 @@ mod tests {
         assert_eq!(uri_socket_addr("sip:proxy.example.com;lr"), None);
         assert_eq!(uri_socket_addr("tel:+123"), None);
         assert_eq!(uri_socket_addr("sip:"), None);
+    }
+
+    #[test]
+    fn hangup_while_ringing_cancels_and_a_crossing_200_is_acked_then_byed() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 180, Extras::default());
+        w.call.hangup(w.now, &mut w.a);
+        w.pump();
+        assert_eq!(w.sent(Method::Cancel).len(), 1);
+        // The phone answered before it saw the CANCEL (RFC 3261 §9.1 race): 200, not 487.
+        w.far_respond(id, &inv, 200, answer_200(false));
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        let (bid, bye) = w.far_request(Method::Bye);
+        w.far_respond(bid, &bye, 200, Extras::default());
+        assert!(!w
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Answered { .. })));
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Ended { by_remote: false })
+        );
+    }
+
+    #[test]
+    fn every_final_answer_ends_the_attempt_with_exactly_one_terminal_event() {
+        for code in [
+            200, 299, 300, 302, 399, 400, 401, 403, 404, 407, 480, 486, 487, 500, 503, 600, 603,
+            699,
+        ] {
+            for provisional in [None, Some(100), Some(180), Some(181), Some(183)] {
+                let mut w = World::new(OnDiversion::Abort);
+                let (id, inv) = w.far_request(Method::Invite);
+                if let Some(p) = provisional {
+                    w.far_respond(id, &inv, p, Extras::default());
+                }
+                let extras = if code == 200 || code == 299 {
+                    answer_200(true)
+                } else {
+                    Extras::default()
+                };
+                w.far_respond(id, &inv, code, extras);
+                // Answer whatever the call sends next (BYE) and let every timer run out.
+                for _ in 0..200 {
+                    while let Some(ev) = w.far.pop_front() {
+                        if let Event::Request { id, msg, .. } = ev {
+                            w.b.respond(w.now, id, &msg, 200, "OK", &Extras::default());
+                        }
+                    }
+                    w.pump();
+                    if w.call.is_answered() {
+                        w.call.hangup(w.now, &mut w.a);
+                        w.pump();
+                        continue;
+                    }
+                    let next = [
+                        w.a.poll_timeout(),
+                        w.call.poll_timeout(),
+                        w.b.poll_timeout(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    match next {
+                        Some(t) => w.advance(t.max(w.now)),
+                        None => break,
+                    }
+                }
+                let terminal = w
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. }))
+                    .count();
+                assert_eq!(terminal, 1, "{provisional:?} then {code}: {:?}", w.events);
+                assert!(w.call.is_finished());
+                assert_eq!(
+                    w.sent(Method::Invite).len(),
+                    1,
+                    "{code}: nothing re-dialled"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_contact_unfit_for_a_request_line_falls_back_to_the_dialled_uri() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        let extras = Extras {
+            headers: vec![("Contact", "<sip:evil@1.2.3.4 SIP/2.0>".to_string())],
+            body: Some(("application/sdp", SDP)),
+        };
+        w.far_respond(id, &inv, 200, extras);
+        let ack = *w.sent(Method::Ack).last().expect("ACK");
+        assert_eq!(uri_of(ack), "sip:1001@127.0.0.1:5080");
     }
 }
