@@ -277,7 +277,7 @@ impl OutgoingCall {
                 true
             }
             Event::StrayResponse { msg, .. } if self.owns(msg) => {
-                self.on_stray_2xx(ep, msg);
+                self.on_stray_2xx(now, ep, msg);
                 true
             }
             Event::Request { id, info, msg, .. } if info.call_id == self.call_id => {
@@ -307,7 +307,7 @@ impl OutgoingCall {
                     .pending
                     .take()
                     .unwrap_or(Outcome::Failed(FailReason::Timeout));
-                self.invite = None;
+                // `invite` stays: a 2xx may still come and must be ACKed and ended.
                 self.finish(ep, outcome);
             }
             _ => {}
@@ -409,6 +409,12 @@ impl OutgoingCall {
         if code >= 200 {
             self.invite = None;
         }
+        if self.state == State::Done {
+            if (200..300).contains(&code) {
+                self.on_late_answer(now, ep, msg);
+            }
+            return;
+        }
         let diversion = diversion_of(msg, code);
         if let Some(header) = &diversion {
             if !self.diverted {
@@ -463,6 +469,39 @@ impl OutgoingCall {
         if self.state == State::Done || self.ack.is_some() {
             return;
         }
+        self.take_dialog(msg);
+        self.send_ack(ep);
+        self.ring_deadline = None;
+        self.cancel_deadline = None;
+        if self.pending.is_some() {
+            // CANCEL crossed the 2xx (RFC 3261 §9.1): the call is up, so end it with BYE.
+            self.send_bye(now, ep, None);
+        } else if abort {
+            self.pending = Some(Outcome::Failed(FailReason::Diverted));
+            self.send_bye(now, ep, None);
+        } else {
+            self.state = State::Confirmed;
+            self.events.push_back(CallEvent::Answered {
+                remote_sdp: msg.body.clone(),
+            });
+        }
+    }
+
+    /// A 2xx after the attempt already ended (CANCEL guard or Timer B gave up first): the
+    /// far end is off-hook and retransmits until ACKed, so ACK it and BYE it at once, quietly
+    /// (the terminal event was already reported).
+    fn on_late_answer(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
+        if self.ack.is_some() {
+            return;
+        }
+        self.take_dialog(msg);
+        self.send_ack(ep);
+        self.send_bye(now, ep, None);
+        self.state = State::Done;
+    }
+
+    /// Dialog state from a 2xx (RFC 3261 §12.1.2): remote tag, remote target, route set.
+    fn take_dialog(&mut self, msg: &Message) {
         self.remote_tag = msg
             .header("to")
             .and_then(parse_name_addr)
@@ -485,21 +524,6 @@ impl OutgoingCall {
             .collect();
         rr.reverse();
         self.route_set = rr;
-        self.send_ack(ep);
-        self.ring_deadline = None;
-        self.cancel_deadline = None;
-        if self.pending.is_some() {
-            // CANCEL crossed the 2xx (RFC 3261 §9.1): the call is up, so end it with BYE.
-            self.send_bye(now, ep, None);
-        } else if abort {
-            self.pending = Some(Outcome::Failed(FailReason::Diverted));
-            self.send_bye(now, ep, None);
-        } else {
-            self.state = State::Confirmed;
-            self.events.push_back(CallEvent::Answered {
-                remote_sdp: msg.body.clone(),
-            });
-        }
     }
 
     fn on_bye_response(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
@@ -526,7 +550,11 @@ impl OutgoingCall {
         self.finish(ep, outcome);
     }
 
-    fn on_stray_2xx(&mut self, ep: &mut Endpoint, msg: &Message) {
+    fn on_stray_2xx(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
+        if self.state == State::Done && self.ack.is_none() {
+            self.on_late_answer(now, ep, msg);
+            return;
+        }
         let tag = msg
             .header("to")
             .and_then(parse_name_addr)
@@ -1526,5 +1554,28 @@ mod tests {
         w.far_respond(id, &inv, 200, extras);
         let ack = *w.sent(Method::Ack).last().expect("ACK");
         assert_eq!(uri_of(ack), "sip:1001@127.0.0.1:5080");
+    }
+
+    #[test]
+    fn a_200_after_the_attempt_gave_up_is_acked_and_byed_quietly() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 180, Extras::default());
+        w.advance(w.now + Duration::from_secs(30));
+        assert_eq!(w.sent(Method::Cancel).len(), 1);
+        // The phone ignores the CANCEL; after 64·T1 the call gives up on its own.
+        w.advance(w.now + 64 * T1);
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Failed {
+                reason: FailReason::NoAnswer
+            })
+        );
+        let seen = w.events.len();
+        w.far_respond(id, &inv, 200, answer_200(false));
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        let (bid, bye) = w.far_request(Method::Bye);
+        w.far_respond(bid, &bye, 200, Extras::default());
+        assert_eq!(w.events.len(), seen, "no second terminal event");
     }
 }
