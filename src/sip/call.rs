@@ -46,6 +46,9 @@ const MAX_AUTH_TRIES: u32 = 2;
 /// Longest URI we put on a request line.
 const MAX_URI_LEN: usize = 512;
 
+/// Extra answered branches of a forked INVITE we ACK and BYE; more are ignored (bounded state).
+const MAX_FORKS: usize = 8;
+
 /// What to do when the call is diverted (DESIGN.md issue 4 point 4, config `on_diversion`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnDiversion {
@@ -150,6 +153,14 @@ enum State {
     Done,
 }
 
+/// A dialog from another branch of a forked INVITE, being ended.
+#[derive(Debug)]
+struct Fork {
+    tag: Option<String>,
+    ack: Option<(Route, Vec<u8>)>,
+    bye: Option<ClientTxnId>,
+}
+
 /// The terminal event held back while CANCEL or BYE cleans up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -184,6 +195,8 @@ pub struct OutgoingCall {
     route_set: Vec<String>,
     /// The ACK for the 2xx, resent for each retransmitted 2xx (RFC 3261 §13.2.2.4).
     ack: Option<(Route, Vec<u8>)>,
+    /// Other branches of a forked INVITE that answered too, ACKed and BYEd.
+    forks: Vec<Fork>,
     events: VecDeque<CallEvent>,
 }
 
@@ -214,6 +227,7 @@ impl OutgoingCall {
             remote_target: None,
             route_set: Vec::new(),
             ack: None,
+            forks: Vec::new(),
             events: VecDeque::new(),
         }
     }
@@ -274,6 +288,12 @@ impl OutgoingCall {
                     .take()
                     .unwrap_or(Outcome::Ended { by_remote: false });
                 self.finish(ep, outcome);
+                true
+            }
+            // The BYE ending a fork: nothing more to do whatever its outcome.
+            Event::Response { id, .. } | Event::Timeout { id }
+                if self.forks.iter().any(|f| f.bye == Some(*id)) =>
+            {
                 true
             }
             Event::StrayResponse { msg, .. } if self.owns(msg) => {
@@ -559,11 +579,60 @@ impl OutgoingCall {
             .header("to")
             .and_then(parse_name_addr)
             .and_then(|n| n.tag);
-        if tag.is_some() && tag == self.remote_tag {
+        if tag.is_none() {
+            return;
+        }
+        if tag == self.remote_tag {
             if let Some((route, bytes)) = &self.ack {
                 ep.send_raw(*route, bytes.clone());
             }
+            return;
         }
+        match self.forks.iter().find(|f| f.tag == tag) {
+            Some(fork) => {
+                if let Some((route, bytes)) = &fork.ack {
+                    ep.send_raw(*route, bytes.clone());
+                }
+            }
+            None if self.ack.is_some() => self.end_fork(now, ep, msg),
+            None => {}
+        }
+    }
+
+    /// A 2xx from a second branch of a forked INVITE (RFC 3261 §13.2.2.4): ACK it, then end
+    /// that dialog with BYE; only the first answer is the callback. The dialog fields are
+    /// borrowed for the fork and restored.
+    fn end_fork(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
+        if self.forks.len() >= MAX_FORKS {
+            return;
+        }
+        let saved = (
+            self.remote_tag.take(),
+            self.remote_target.take(),
+            std::mem::take(&mut self.route_set),
+            self.ack.take(),
+            self.bye.take(),
+            self.state,
+            self.cseq,
+        );
+        self.cseq = self.invite_cseq;
+        self.take_dialog(msg);
+        self.send_ack(ep);
+        self.send_bye(now, ep, None);
+        self.forks.push(Fork {
+            tag: self.remote_tag.take(),
+            ack: self.ack.take(),
+            bye: self.bye.take(),
+        });
+        (
+            self.remote_tag,
+            self.remote_target,
+            self.route_set,
+            self.ack,
+            self.bye,
+            self.state,
+            self.cseq,
+        ) = saved;
     }
 
     fn on_request(
@@ -1577,5 +1646,46 @@ mod tests {
         let (bid, bye) = w.far_request(Method::Bye);
         w.far_respond(bid, &bye, 200, Extras::default());
         assert_eq!(w.events.len(), seen, "no second terminal event");
+    }
+
+    #[test]
+    fn a_second_forked_200_is_acked_and_byed_and_the_first_call_goes_on() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 200, answer_200(false));
+        assert!(w.call.is_answered());
+        // A second phone of the forked AOR answers too: same transaction, another To tag.
+        let via = inv.header("via").expect("via");
+        let forked = format!(
+            "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {}\r\nTo: <sip:1001@127.0.0.1:5080>;tag=fork2\r\nCall-ID: cb-1@gate\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:5080;fork=2>\r\nContent-Length: 0\r\n\r\n",
+            inv.header("from").expect("from")
+        );
+        w.a.handle_datagram(w.now, addr(B), forked.as_bytes());
+        w.pump();
+        let acks = w.sent(Method::Ack);
+        assert_eq!(acks.len(), 2);
+        assert!(acks[1]
+            .header("to")
+            .is_some_and(|t| t.contains("tag=fork2")));
+        let byes = w.sent(Method::Bye);
+        assert_eq!(byes.len(), 1);
+        assert_eq!(uri_of(byes[0]), "sip:1001@127.0.0.1:5080;fork=2");
+        assert_eq!(byes[0].header("cseq"), Some("2 BYE"));
+        // Retransmission of the fork's 200: ACKed again, no second BYE.
+        w.a.handle_datagram(w.now, addr(B), forked.as_bytes());
+        w.pump();
+        assert_eq!(w.sent(Method::Ack).len(), 3);
+        assert_eq!(w.sent(Method::Bye).len(), 1);
+        assert!(
+            w.call.is_answered(),
+            "the first answer is still the callback"
+        );
+        // The main dialog's own BYE continues its CSeq at 2.
+        w.call.hangup(w.now, &mut w.a);
+        w.pump();
+        let byes = w.sent(Method::Bye);
+        assert_eq!(byes.len(), 2);
+        assert_eq!(byes[1].header("cseq"), Some("2 BYE"));
+        assert!(byes[1].header("to").is_some_and(|t| !t.contains("fork2")));
     }
 }
