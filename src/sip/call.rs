@@ -552,6 +552,10 @@ impl OutgoingCall {
             return;
         }
         self.bye = None;
+        if self.state == State::Done {
+            // A late or glare BYE: the terminal event is out already.
+            return;
+        }
         if code == 401 || code == 407 {
             let uri = self.request_target().0;
             if self.bye_auth_tries < MAX_AUTH_TRIES {
@@ -653,7 +657,7 @@ impl OutgoingCall {
             Method::Invite | Method::Refer => ep.respond(now, id, msg, 403, "Forbidden", &none),
             Method::Bye if in_dialog => {
                 ep.respond(now, id, msg, 200, "OK", &none);
-                self.bye = None;
+                // BYE glare (both hung up): our BYE's answer is still consumed, quietly.
                 let outcome = self
                     .pending
                     .take()
