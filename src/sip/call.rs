@@ -1692,4 +1692,27 @@ mod tests {
         assert_eq!(byes[1].header("cseq"), Some("2 BYE"));
         assert!(byes[1].header("to").is_some_and(|t| !t.contains("fork2")));
     }
+
+    #[test]
+    fn bye_glare_ends_once_and_our_bye_answer_is_still_consumed() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 200, answer_200(false));
+        w.call.hangup(w.now, &mut w.a);
+        w.pump();
+        let (bid, bye) = w.far_request(Method::Bye);
+        // The phone hangs up at the same moment.
+        assert_eq!(
+            w.far_sends(Method::Bye, 1, &Extras::default()).status(),
+            Some(200)
+        );
+        // Our BYE's 200 arrives after the dialog ended; the harness asserts it is consumed.
+        w.far_respond(bid, &bye, 200, Extras::default());
+        let terminal: Vec<&CallEvent> = w
+            .events
+            .iter()
+            .filter(|e| matches!(e, CallEvent::Ended { .. } | CallEvent::Failed { .. }))
+            .collect();
+        assert_eq!(terminal, vec![&CallEvent::Ended { by_remote: false }]);
+    }
 }
