@@ -60,6 +60,12 @@ impl Driver {
         self.flush();
     }
 
+    /// Keep serving (retransmissions, timers) for `span`, as a call in progress would.
+    fn run_for(&mut self, span: Duration) {
+        let until = Instant::now() + span;
+        self.run_until(span + Duration::from_secs(1), |_| Instant::now() >= until);
+    }
+
     fn run_until(&mut self, limit: Duration, stop: impl Fn(&[CallEvent]) -> bool) {
         let end = Instant::now() + limit;
         let mut buf = vec![0u8; 65_535];
@@ -179,6 +185,9 @@ fn callback_through_kamailio_is_answered_and_ended_cleanly() {
         d.call.next_hop_uri()
     );
 
+    // Hold the call a moment (like `uac_call.xml -d 200`): through Kamailio's parallel
+    // workers an ACK and a BYE sent back to back may overtake each other.
+    d.run_for(Duration::from_millis(200));
     let now = Instant::now();
     d.call.hangup(now, &mut d.ep);
     d.flush();

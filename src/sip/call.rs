@@ -16,9 +16,12 @@
 //! dialplan number, one after the other) on one endpoint without a second owner of it.
 //!
 //! No clock, socket or RNG here: `now` is passed in and random tokens (branches, cnonces) come
-//! from the endpoint's seeded RNG. In-dialog requests go to the first Route (or the remote
-//! target) when that URI holds an IP literal, otherwise to the proxy the INVITE went to; the URI
-//! is available from [`OutgoingCall::next_hop_uri`] for a runtime that resolves names.
+//! from the endpoint's seeded RNG. In-dialog requests (ACK for the 2xx, BYE) go to the first
+//! Route's address when that URI holds an IP literal, otherwise to the proxy the INVITE went to:
+//! the originate trunk admits datagrams from its proxy only, so a direct request to the remote
+//! target could never see its answer (the proxy acts as outbound proxy, RFC 3261 §8.1.2). The
+//! first Route's URI is available from [`OutgoingCall::next_hop_uri`] for a runtime that
+//! resolves names.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -42,6 +45,9 @@ const MAX_AUTH_TRIES: u32 = 2;
 
 /// Longest URI we put on a request line.
 const MAX_URI_LEN: usize = 512;
+
+/// Extra answered branches of a forked INVITE we ACK and BYE; more are ignored (bounded state).
+const MAX_FORKS: usize = 8;
 
 /// What to do when the call is diverted (DESIGN.md issue 4 point 4, config `on_diversion`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +153,14 @@ enum State {
     Done,
 }
 
+/// A dialog from another branch of a forked INVITE, being ended.
+#[derive(Debug)]
+struct Fork {
+    tag: Option<String>,
+    ack: Option<(Route, Vec<u8>)>,
+    bye: Option<ClientTxnId>,
+}
+
 /// The terminal event held back while CANCEL or BYE cleans up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -181,6 +195,8 @@ pub struct OutgoingCall {
     route_set: Vec<String>,
     /// The ACK for the 2xx, resent for each retransmitted 2xx (RFC 3261 §13.2.2.4).
     ack: Option<(Route, Vec<u8>)>,
+    /// Other branches of a forked INVITE that answered too, ACKed and BYEd.
+    forks: Vec<Fork>,
     events: VecDeque<CallEvent>,
 }
 
@@ -211,6 +227,7 @@ impl OutgoingCall {
             remote_target: None,
             route_set: Vec::new(),
             ack: None,
+            forks: Vec::new(),
             events: VecDeque::new(),
         }
     }
@@ -273,8 +290,14 @@ impl OutgoingCall {
                 self.finish(ep, outcome);
                 true
             }
+            // The BYE ending a fork: nothing more to do whatever its outcome.
+            Event::Response { id, .. } | Event::Timeout { id }
+                if self.forks.iter().any(|f| f.bye == Some(*id)) =>
+            {
+                true
+            }
             Event::StrayResponse { msg, .. } if self.owns(msg) => {
-                self.on_stray_2xx(ep, msg);
+                self.on_stray_2xx(now, ep, msg);
                 true
             }
             Event::Request { id, info, msg, .. } if info.call_id == self.call_id => {
@@ -304,7 +327,7 @@ impl OutgoingCall {
                     .pending
                     .take()
                     .unwrap_or(Outcome::Failed(FailReason::Timeout));
-                self.invite = None;
+                // `invite` stays: a 2xx may still come and must be ACKed and ended.
                 self.finish(ep, outcome);
             }
             _ => {}
@@ -363,12 +386,10 @@ impl OutgoingCall {
         self.remote_tag.as_deref()
     }
 
-    /// URI in-dialog requests are sent towards: the first Route, else the remote target.
+    /// URI in-dialog requests are sent towards: the first Route; `None` means the proxy the
+    /// INVITE went to.
     pub fn next_hop_uri(&self) -> Option<&str> {
-        match self.route_set.first() {
-            Some(r) => Some(name_addr_uri(r)),
-            None => self.remote_target.as_deref(),
-        }
+        self.route_set.first().map(|r| name_addr_uri(r))
     }
 
     fn send_invite(&mut self, now: Instant, ep: &mut Endpoint) {
@@ -407,6 +428,12 @@ impl OutgoingCall {
         let Some(code) = msg.status() else { return };
         if code >= 200 {
             self.invite = None;
+        }
+        if self.state == State::Done {
+            if (200..300).contains(&code) {
+                self.on_late_answer(now, ep, msg);
+            }
+            return;
         }
         let diversion = diversion_of(msg, code);
         if let Some(header) = &diversion {
@@ -462,25 +489,7 @@ impl OutgoingCall {
         if self.state == State::Done || self.ack.is_some() {
             return;
         }
-        self.remote_tag = msg
-            .header("to")
-            .and_then(parse_name_addr)
-            .and_then(|n| n.tag);
-        // A 2xx without Contact is broken; fall back to the dialled URI so it can be ended.
-        self.remote_target = Some(
-            msg.header("contact")
-                .and_then(|v| split_list(v).first().copied().and_then(parse_name_addr))
-                .map(|n| n.uri)
-                .unwrap_or_else(|| self.cfg.target_uri.clone()),
-        );
-        let mut rr: Vec<String> = msg
-            .headers("record-route")
-            .flat_map(split_list)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        rr.reverse();
-        self.route_set = rr;
+        self.take_dialog(msg);
         self.send_ack(ep);
         self.ring_deadline = None;
         self.cancel_deadline = None;
@@ -498,12 +507,55 @@ impl OutgoingCall {
         }
     }
 
+    /// A 2xx after the attempt already ended (CANCEL guard or Timer B gave up first): the
+    /// far end is off-hook and retransmits until ACKed, so ACK it and BYE it at once, quietly
+    /// (the terminal event was already reported).
+    fn on_late_answer(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
+        if self.ack.is_some() {
+            return;
+        }
+        self.take_dialog(msg);
+        self.send_ack(ep);
+        self.send_bye(now, ep, None);
+        self.state = State::Done;
+    }
+
+    /// Dialog state from a 2xx (RFC 3261 §12.1.2): remote tag, remote target, route set.
+    fn take_dialog(&mut self, msg: &Message) {
+        self.remote_tag = msg
+            .header("to")
+            .and_then(parse_name_addr)
+            .and_then(|n| n.tag);
+        // A 2xx without a usable Contact is broken; fall back to the dialled URI so the call
+        // can still be ended. The peer's URI goes on our request line, so it is checked like
+        // our own.
+        self.remote_target = Some(
+            msg.header("contact")
+                .and_then(|v| split_list(v).first().copied().and_then(parse_name_addr))
+                .map(|n| n.uri)
+                .filter(|u| check_uri("contact", u).is_ok())
+                .unwrap_or_else(|| self.cfg.target_uri.clone()),
+        );
+        let mut rr: Vec<String> = msg
+            .headers("record-route")
+            .flat_map(split_list)
+            .filter(|s| check_uri("record-route", name_addr_uri(s)).is_ok())
+            .map(str::to_string)
+            .collect();
+        rr.reverse();
+        self.route_set = rr;
+    }
+
     fn on_bye_response(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
         let Some(code) = msg.status() else { return };
         if code < 200 {
             return;
         }
         self.bye = None;
+        if self.state == State::Done {
+            // A late or glare BYE: the terminal event is out already.
+            return;
+        }
         if code == 401 || code == 407 {
             let uri = self.request_target().0;
             if self.bye_auth_tries < MAX_AUTH_TRIES {
@@ -522,16 +574,69 @@ impl OutgoingCall {
         self.finish(ep, outcome);
     }
 
-    fn on_stray_2xx(&mut self, ep: &mut Endpoint, msg: &Message) {
+    fn on_stray_2xx(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
+        if self.state == State::Done && self.ack.is_none() {
+            self.on_late_answer(now, ep, msg);
+            return;
+        }
         let tag = msg
             .header("to")
             .and_then(parse_name_addr)
             .and_then(|n| n.tag);
-        if tag.is_some() && tag == self.remote_tag {
+        if tag.is_none() {
+            return;
+        }
+        if tag == self.remote_tag {
             if let Some((route, bytes)) = &self.ack {
                 ep.send_raw(*route, bytes.clone());
             }
+            return;
         }
+        match self.forks.iter().find(|f| f.tag == tag) {
+            Some(fork) => {
+                if let Some((route, bytes)) = &fork.ack {
+                    ep.send_raw(*route, bytes.clone());
+                }
+            }
+            None if self.ack.is_some() => self.end_fork(now, ep, msg),
+            None => {}
+        }
+    }
+
+    /// A 2xx from a second branch of a forked INVITE (RFC 3261 §13.2.2.4): ACK it, then end
+    /// that dialog with BYE; only the first answer is the callback. The dialog fields are
+    /// borrowed for the fork and restored.
+    fn end_fork(&mut self, now: Instant, ep: &mut Endpoint, msg: &Message) {
+        if self.forks.len() >= MAX_FORKS {
+            return;
+        }
+        let saved = (
+            self.remote_tag.take(),
+            self.remote_target.take(),
+            std::mem::take(&mut self.route_set),
+            self.ack.take(),
+            self.bye.take(),
+            self.state,
+            self.cseq,
+        );
+        self.cseq = self.invite_cseq;
+        self.take_dialog(msg);
+        self.send_ack(ep);
+        self.send_bye(now, ep, None);
+        self.forks.push(Fork {
+            tag: self.remote_tag.take(),
+            ack: self.ack.take(),
+            bye: self.bye.take(),
+        });
+        (
+            self.remote_tag,
+            self.remote_target,
+            self.route_set,
+            self.ack,
+            self.bye,
+            self.state,
+            self.cseq,
+        ) = saved;
     }
 
     fn on_request(
@@ -552,7 +657,7 @@ impl OutgoingCall {
             Method::Invite | Method::Refer => ep.respond(now, id, msg, 403, "Forbidden", &none),
             Method::Bye if in_dialog => {
                 ep.respond(now, id, msg, 200, "OK", &none);
-                self.bye = None;
+                // BYE glare (both hung up): our BYE's answer is still consumed, quietly.
                 let outcome = self
                     .pending
                     .take()
@@ -676,7 +781,7 @@ impl OutgoingCall {
         }
     }
 
-    /// Where in-dialog requests go: the next-hop URI's address when it is an IP literal
+    /// Where in-dialog requests go: the first Route's address when it is an IP literal
     /// (keeping the proxy's connection if it is the proxy), else the proxy.
     fn next_hop(&self) -> Route {
         match self.next_hop_uri().and_then(uri_socket_addr) {
@@ -1426,5 +1531,188 @@ mod tests {
         assert_eq!(uri_socket_addr("sip:proxy.example.com;lr"), None);
         assert_eq!(uri_socket_addr("tel:+123"), None);
         assert_eq!(uri_socket_addr("sip:"), None);
+    }
+
+    #[test]
+    fn hangup_while_ringing_cancels_and_a_crossing_200_is_acked_then_byed() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 180, Extras::default());
+        w.call.hangup(w.now, &mut w.a);
+        w.pump();
+        assert_eq!(w.sent(Method::Cancel).len(), 1);
+        // The phone answered before it saw the CANCEL (RFC 3261 §9.1 race): 200, not 487.
+        w.far_respond(id, &inv, 200, answer_200(false));
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        let (bid, bye) = w.far_request(Method::Bye);
+        w.far_respond(bid, &bye, 200, Extras::default());
+        assert!(!w
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Answered { .. })));
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Ended { by_remote: false })
+        );
+    }
+
+    #[test]
+    fn every_final_answer_ends_the_attempt_with_exactly_one_terminal_event() {
+        for code in [
+            200, 299, 300, 302, 399, 400, 401, 403, 404, 407, 480, 486, 487, 500, 503, 600, 603,
+            699,
+        ] {
+            for provisional in [None, Some(100), Some(180), Some(181), Some(183)] {
+                let mut w = World::new(OnDiversion::Abort);
+                let (id, inv) = w.far_request(Method::Invite);
+                if let Some(p) = provisional {
+                    w.far_respond(id, &inv, p, Extras::default());
+                }
+                let extras = if code == 200 || code == 299 {
+                    answer_200(true)
+                } else {
+                    Extras::default()
+                };
+                w.far_respond(id, &inv, code, extras);
+                // Answer whatever the call sends next (BYE) and let every timer run out.
+                for _ in 0..200 {
+                    while let Some(ev) = w.far.pop_front() {
+                        if let Event::Request { id, msg, .. } = ev {
+                            w.b.respond(w.now, id, &msg, 200, "OK", &Extras::default());
+                        }
+                    }
+                    w.pump();
+                    if w.call.is_answered() {
+                        w.call.hangup(w.now, &mut w.a);
+                        w.pump();
+                        continue;
+                    }
+                    let next = [
+                        w.a.poll_timeout(),
+                        w.call.poll_timeout(),
+                        w.b.poll_timeout(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                    match next {
+                        Some(t) => w.advance(t.max(w.now)),
+                        None => break,
+                    }
+                }
+                let terminal = w
+                    .events
+                    .iter()
+                    .filter(|e| matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. }))
+                    .count();
+                assert_eq!(terminal, 1, "{provisional:?} then {code}: {:?}", w.events);
+                assert!(w.call.is_finished());
+                assert_eq!(
+                    w.sent(Method::Invite).len(),
+                    1,
+                    "{code}: nothing re-dialled"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_contact_unfit_for_a_request_line_falls_back_to_the_dialled_uri() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        let extras = Extras {
+            headers: vec![("Contact", "<sip:evil@1.2.3.4 SIP/2.0>".to_string())],
+            body: Some(("application/sdp", SDP)),
+        };
+        w.far_respond(id, &inv, 200, extras);
+        let ack = *w.sent(Method::Ack).last().expect("ACK");
+        assert_eq!(uri_of(ack), "sip:1001@127.0.0.1:5080");
+    }
+
+    #[test]
+    fn a_200_after_the_attempt_gave_up_is_acked_and_byed_quietly() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 180, Extras::default());
+        w.advance(w.now + Duration::from_secs(30));
+        assert_eq!(w.sent(Method::Cancel).len(), 1);
+        // The phone ignores the CANCEL; after 64·T1 the call gives up on its own.
+        w.advance(w.now + 64 * T1);
+        assert_eq!(
+            w.events.last(),
+            Some(&CallEvent::Failed {
+                reason: FailReason::NoAnswer
+            })
+        );
+        let seen = w.events.len();
+        w.far_respond(id, &inv, 200, answer_200(false));
+        assert_eq!(w.sent(Method::Ack).len(), 1);
+        let (bid, bye) = w.far_request(Method::Bye);
+        w.far_respond(bid, &bye, 200, Extras::default());
+        assert_eq!(w.events.len(), seen, "no second terminal event");
+    }
+
+    #[test]
+    fn a_second_forked_200_is_acked_and_byed_and_the_first_call_goes_on() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 200, answer_200(false));
+        assert!(w.call.is_answered());
+        // A second phone of the forked AOR answers too: same transaction, another To tag.
+        let via = inv.header("via").expect("via");
+        let forked = format!(
+            "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {}\r\nTo: <sip:1001@127.0.0.1:5080>;tag=fork2\r\nCall-ID: cb-1@gate\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:5080;fork=2>\r\nContent-Length: 0\r\n\r\n",
+            inv.header("from").expect("from")
+        );
+        w.a.handle_datagram(w.now, addr(B), forked.as_bytes());
+        w.pump();
+        let acks = w.sent(Method::Ack);
+        assert_eq!(acks.len(), 2);
+        assert!(acks[1]
+            .header("to")
+            .is_some_and(|t| t.contains("tag=fork2")));
+        let byes = w.sent(Method::Bye);
+        assert_eq!(byes.len(), 1);
+        assert_eq!(uri_of(byes[0]), "sip:1001@127.0.0.1:5080;fork=2");
+        assert_eq!(byes[0].header("cseq"), Some("2 BYE"));
+        // Retransmission of the fork's 200: ACKed again, no second BYE.
+        w.a.handle_datagram(w.now, addr(B), forked.as_bytes());
+        w.pump();
+        assert_eq!(w.sent(Method::Ack).len(), 3);
+        assert_eq!(w.sent(Method::Bye).len(), 1);
+        assert!(
+            w.call.is_answered(),
+            "the first answer is still the callback"
+        );
+        // The main dialog's own BYE continues its CSeq at 2.
+        w.call.hangup(w.now, &mut w.a);
+        w.pump();
+        let byes = w.sent(Method::Bye);
+        assert_eq!(byes.len(), 2);
+        assert_eq!(byes[1].header("cseq"), Some("2 BYE"));
+        assert!(byes[1].header("to").is_some_and(|t| !t.contains("fork2")));
+    }
+
+    #[test]
+    fn bye_glare_ends_once_and_our_bye_answer_is_still_consumed() {
+        let mut w = World::new(OnDiversion::Abort);
+        let (id, inv) = w.far_request(Method::Invite);
+        w.far_respond(id, &inv, 200, answer_200(false));
+        w.call.hangup(w.now, &mut w.a);
+        w.pump();
+        let (bid, bye) = w.far_request(Method::Bye);
+        // The phone hangs up at the same moment.
+        assert_eq!(
+            w.far_sends(Method::Bye, 1, &Extras::default()).status(),
+            Some(200)
+        );
+        // Our BYE's 200 arrives after the dialog ended; the harness asserts it is consumed.
+        w.far_respond(bid, &bye, 200, Extras::default());
+        let terminal: Vec<&CallEvent> = w
+            .events
+            .iter()
+            .filter(|e| matches!(e, CallEvent::Ended { .. } | CallEvent::Failed { .. }))
+            .collect();
+        assert_eq!(terminal, vec![&CallEvent::Ended { by_remote: false }]);
     }
 }
