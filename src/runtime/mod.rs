@@ -3,6 +3,7 @@
 //! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
 
 pub mod audit;
+pub mod call_media;
 pub mod callback;
 pub mod gate;
 pub mod plan;
