@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::OsRng;
 use rand::RngCore;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Dialplan, Otherwise};
@@ -23,11 +23,12 @@ use crate::gate::nonce::{
     authenticate_message, challenges, issue_nonce, MessageAuth, MessageRequest, NonceKey,
     ReplayTable,
 };
+use crate::gate::pin::verify_pin;
 use crate::gate::policy::AdminId;
 use crate::gate::policy::{
     AdminInput, CallbackInput, OnDiversion, Policy, PolicyInput, SecurityInput, SignalInput,
 };
-use crate::gate::signal::{match_message, TextSignal};
+use crate::gate::signal::{match_message, DtmfAttempt, TextSignal};
 use crate::gate::{GateError, WallTime};
 use crate::runtime::audit::AuditLog;
 use crate::runtime::callback::CallbackOrder;
@@ -52,6 +53,16 @@ pub struct AppRequest {
     pub body: Vec<u8>,
     /// Where the answer goes (the trunk task's reply queue).
     pub reply: mpsc::Sender<AppReply>,
+}
+
+/// A DTMF attempt from a call on the user or admin trunk: ID, PIN and signal as keyed.
+#[derive(Debug)]
+pub struct DtmfRequest {
+    pub trunk: TrunkKind,
+    pub src: SocketAddr,
+    pub tcp: bool,
+    pub attempt: DtmfAttempt,
+    pub reply: oneshot::Sender<Decision>,
 }
 
 /// The answer to an [`AppRequest`].
@@ -122,11 +133,21 @@ impl Gate {
     pub async fn serve(
         mut self,
         mut rx: mpsc::Receiver<AppRequest>,
+        mut dtmf: mpsc::Receiver<DtmfRequest>,
         orders: mpsc::Sender<CallbackOrder>,
         mut finished: mpsc::Receiver<AdminId>,
     ) {
         loop {
             tokio::select! {
+                Some(req) = dtmf.recv() => {
+                    let (decision, order) = self.on_dtmf(req.trunk, req.src, req.tcp, req.attempt).await;
+                    let _ = req.reply.send(decision);
+                    if let Some(order) = order {
+                        if orders.try_send(order).is_err() {
+                            error!("originate trunk cannot take the callback order");
+                        }
+                    }
+                }
                 req = rx.recv() => {
                     let Some(req) = req else { break };
                     let (reply, order) = self.on_message(&req).await;
@@ -147,6 +168,108 @@ impl Gate {
                 }
             }
         }
+    }
+
+    /// A keyed ID + PIN + signal from a call (issue 4 flow 2). The PIN is checked with
+    /// argon2id off the reactor; unknown IDs cost the same (dummy hash, `gate::pin`).
+    async fn on_dtmf(
+        &mut self,
+        trunk: TrunkKind,
+        src: SocketAddr,
+        tcp: bool,
+        attempt: DtmfAttempt,
+    ) -> (Decision, Option<CallbackOrder>) {
+        let now = wall_now();
+        let policy = self.policy.clone();
+        let id = attempt.id.clone();
+        let pin = attempt.pin.clone();
+        let verified = tokio::task::spawn_blocking(move || verify_pin(&policy, &id, &pin))
+            .await
+            .unwrap_or(None);
+        let credentials = match verified {
+            Some(admin) => Credentials::Valid(admin),
+            None => Credentials::Invalid {
+                claimed: self.policy.admin_by_id(&attempt.id).map(|a| a.id().clone()),
+            },
+        };
+        let since = attempt.since_auth.as_secs();
+        let request = StartRequest {
+            source: src.ip(),
+            credentials,
+            signal: attempt.signal,
+            authenticated_at: WallTime(now.0.saturating_sub(since)),
+            audit_available: self.audit.healthy(),
+        };
+        self.finish_decision(trunk, src, tcp, request, now).await
+    }
+
+    /// Decide, audit (fsync, fail closed), persist counters; the callback order if allowed.
+    async fn finish_decision(
+        &mut self,
+        trunk: TrunkKind,
+        src: SocketAddr,
+        tcp: bool,
+        request: StartRequest,
+        now: WallTime,
+    ) -> (Decision, Option<CallbackOrder>) {
+        let admin = match &request.credentials {
+            Credentials::Valid(id) => Some(id.clone()),
+            Credentials::Invalid { claimed } => claimed.clone(),
+        };
+        let decision = decide(&self.policy, &request, now, &mut self.state);
+        let origin = Origin {
+            trunk: match trunk {
+                TrunkKind::User => Trunk::User,
+                TrunkKind::Admin => Trunk::Admin,
+                TrunkKind::Originate => Trunk::Originate,
+            },
+            transport: if tcp { Transport::Tcp } else { Transport::Udp },
+            source: Some(src),
+        };
+        let record = AuditRecord::for_decision(&decision, now, origin, admin);
+        let origin = Origin {
+            source: None,
+            ..origin
+        };
+        let audited = match self.audit.record(&record).await {
+            Ok(()) => true,
+            Err(e) => {
+                error!(error = %e, "audit write failed: maintenance starts refused until it recovers");
+                false
+            }
+        };
+        while let Some(ev) = self.state.poll_event() {
+            let rec = AuditRecord::for_gate_event(&ev, now, origin);
+            if let Err(e) = self.audit.record(&rec).await {
+                error!(error = %e, "audit write failed");
+            }
+        }
+        if let Err(e) = state::save_state_async(&self.state_path, &self.state).await {
+            error!(error = %e, "cannot persist gate counters");
+        }
+        let mut order = None;
+        match &decision {
+            Decision::Allow { admin, numbers } if audited => {
+                info!(target: "audit", admin = %admin, numbers = numbers.len(), "maintenance start allowed; callback due");
+                order = Some(CallbackOrder {
+                    admin: admin.clone(),
+                    numbers: numbers.iter().map(|n| n.as_str().to_string()).collect(),
+                });
+            }
+            Decision::Allow { admin, .. } => {
+                // Allowed but not durably audited: fail closed, free the slot again.
+                self.state.callback_finished(admin);
+            }
+            Decision::Deny(reason) => {
+                info!(target: "audit", reason = ?reason, src = %src, "maintenance start denied");
+            }
+        }
+        let decision = if order.is_some() || matches!(decision, Decision::Deny(_)) {
+            decision
+        } else {
+            Decision::Deny(crate::gate::decide::DenyReason::AuditUnavailable)
+        };
+        (decision, order)
     }
 
     async fn on_message(&mut self, req: &AppRequest) -> (AppReply, Option<CallbackOrder>) {
@@ -197,10 +320,6 @@ impl Gate {
             TextSignal::Start(d) => SignalSeen::Matched(d),
             _ => SignalSeen::Unmatched,
         };
-        let admin = match &credentials {
-            Credentials::Valid(id) => Some(id.clone()),
-            Credentials::Invalid { claimed } => claimed.clone(),
-        };
         let request = StartRequest {
             source: req.src.ip(),
             credentials,
@@ -208,59 +327,9 @@ impl Gate {
             authenticated_at: now,
             audit_available: self.audit.healthy(),
         };
-        let decision = decide(&self.policy, &request, now, &mut self.state);
-        let origin = Origin {
-            trunk: match req.trunk {
-                TrunkKind::User => Trunk::User,
-                TrunkKind::Admin => Trunk::Admin,
-                TrunkKind::Originate => Trunk::Originate,
-            },
-            transport: if req.tcp {
-                Transport::Tcp
-            } else {
-                Transport::Udp
-            },
-            source: Some(req.src),
-        };
-        let record = AuditRecord::for_decision(&decision, now, origin, admin.clone());
-        let origin = Origin {
-            source: None,
-            ..origin
-        };
-        // Audit first (fsync), act after: a failed write fails closed.
-        let audited = match self.audit.record(&record).await {
-            Ok(()) => true,
-            Err(e) => {
-                error!(error = %e, "audit write failed: maintenance starts refused until it recovers");
-                false
-            }
-        };
-        while let Some(ev) = self.state.poll_event() {
-            let rec = AuditRecord::for_gate_event(&ev, now, origin);
-            if let Err(e) = self.audit.record(&rec).await {
-                error!(error = %e, "audit write failed");
-            }
-        }
-        if let Err(e) = state::save_state_async(&self.state_path, &self.state).await {
-            error!(error = %e, "cannot persist gate counters");
-        }
-        let mut order = None;
-        match &decision {
-            Decision::Allow { admin, numbers } if audited => {
-                info!(target: "audit", admin = %admin, numbers = numbers.len(), "maintenance start allowed; callback due");
-                order = Some(CallbackOrder {
-                    admin: admin.clone(),
-                    numbers: numbers.iter().map(|n| n.as_str().to_string()).collect(),
-                });
-            }
-            Decision::Allow { admin, .. } => {
-                // Allowed but not durably audited: fail closed, free the slot again.
-                self.state.callback_finished(admin);
-            }
-            Decision::Deny(reason) => {
-                info!(target: "audit", reason = ?reason, src = %req.src, "maintenance start denied");
-            }
-        }
+        let (_, order) = self
+            .finish_decision(req.trunk, req.src, req.tcp, request, now)
+            .await;
         let r = if authenticated {
             // RFC 3428 §7: 202 once accepted; the same answer whatever the gate decided.
             reply(202, "Accepted", vec![])

@@ -95,12 +95,13 @@ pub async fn run(
     }
     let (order_tx, order_rx) = mpsc::channel::<callback::CallbackOrder>(64);
     let (finished_tx, finished_rx) = mpsc::channel::<AdminId>(64);
+    let (_dtmf_tx, dtmf_rx) = mpsc::channel::<gate::DtmfRequest>(gate::GATE_QUEUE);
     let audit = gate.as_ref().map(|g| g.audit_log());
     let with_gate = gate.is_some();
     let app = gate.map(|g| {
         let (tx, rx) = mpsc::channel(gate::GATE_QUEUE);
         tokio::spawn(
-            g.serve(rx, order_tx, finished_rx)
+            g.serve(rx, dtmf_rx, order_tx, finished_rx)
                 .instrument(tracing::info_span!("gate")),
         );
         tx
