@@ -6,6 +6,7 @@ pub mod audit;
 pub mod call_media;
 pub mod callback;
 pub mod gate;
+pub mod modem_media;
 pub mod plan;
 pub mod state;
 mod tcp;
