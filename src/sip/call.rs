@@ -768,17 +768,9 @@ impl OutgoingCall {
     fn request_target(&self) -> (String, Vec<String>) {
         let target = self
             .remote_target
-            .clone()
-            .unwrap_or_else(|| self.cfg.target_uri.clone());
-        match self.route_set.first() {
-            None => (target, Vec::new()),
-            Some(first) if is_loose(name_addr_uri(first)) => (target, self.route_set.clone()),
-            Some(first) => {
-                let mut routes: Vec<String> = self.route_set.iter().skip(1).cloned().collect();
-                routes.push(format!("<{target}>"));
-                (name_addr_uri(first).to_string(), routes)
-            }
-        }
+            .as_deref()
+            .unwrap_or(&self.cfg.target_uri);
+        dialog_request_target(target, &self.route_set)
     }
 
     /// Where in-dialog requests go: the first Route's address when it is an IP literal
@@ -865,8 +857,23 @@ fn diversion_of(msg: &Message, code: u16) -> Option<String> {
         .map(|v| format!("History-Info: {v}"))
 }
 
+/// Request-URI and Route header values for an in-dialog request to remote `target` along
+/// `route_set` (already in request order), RFC 3261 §12.2.1.1: loose routing when the first
+/// route has `;lr`, strict routing (first route as Request-URI, target last) otherwise.
+pub(crate) fn dialog_request_target(target: &str, route_set: &[String]) -> (String, Vec<String>) {
+    match route_set.first() {
+        None => (target.to_string(), Vec::new()),
+        Some(first) if is_loose(name_addr_uri(first)) => (target.to_string(), route_set.to_vec()),
+        Some(first) => {
+            let mut routes: Vec<String> = route_set.iter().skip(1).cloned().collect();
+            routes.push(format!("<{target}>"));
+            (name_addr_uri(first).to_string(), routes)
+        }
+    }
+}
+
 /// The URI inside a `<...>` name-addr (or the value itself).
-fn name_addr_uri(v: &str) -> &str {
+pub(crate) fn name_addr_uri(v: &str) -> &str {
     let v = v.trim();
     match (v.find('<'), v.rfind('>')) {
         (Some(a), Some(b)) if a < b => v.get(a + 1..b).unwrap_or(v),

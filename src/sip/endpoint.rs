@@ -292,6 +292,13 @@ impl Endpoint {
         });
     }
 
+    /// The To tag server transaction `id` puts on its responses (the UAS's dialog tag,
+    /// RFC 3261 §12.1.1). `None` once the transaction is gone.
+    pub fn server_to_tag(&self, id: ServerTxnId) -> Option<&str> {
+        let key = self.server_ids.get(&id)?;
+        self.servers.get(key).map(|t| t.to_tag.as_str())
+    }
+
     /// Start a client transaction: builds the request, sends it, returns its id.
     pub fn send_request(
         &mut self,
@@ -640,6 +647,14 @@ impl Endpoint {
                         || (k.call_id == key.call_id && k.cseq == key.cseq))
             });
             if let Some((_, txn)) = found {
+                // An ACK for a 2xx is the dialog's business (RFC 3261 §13.3.1.4: the UAS core,
+                // not the transaction, sees it, and it may carry the SDP answer): stop the
+                // retransmissions here but still hand it up as `Event::Ack`.
+                let acks_2xx = txn.final_sent
+                    && txn
+                        .last_response
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with(b"SIP/2.0 2"));
                 if txn.final_sent {
                     txn.retransmit_at = None;
                     // Timer I absorbs ACK retransmissions.
@@ -651,7 +666,7 @@ impl Endpoint {
                         },
                     );
                 }
-                return true;
+                return !acks_2xx;
             }
             return false;
         }

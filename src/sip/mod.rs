@@ -11,6 +11,7 @@ pub mod build;
 pub mod call;
 pub mod digest;
 pub mod endpoint;
+pub mod incall;
 pub mod message;
 pub mod ratelimit;
 pub mod register;
