@@ -29,12 +29,12 @@ const FRAME: usize = 160;
 #[derive(Debug, Clone, Copy)]
 pub enum MediaCmd {
     Play(Cue),
+    /// A key that came by SIP INFO: merged with the media paths so it counts once.
+    InfoDigit(char),
 }
 
 /// Handle on a call's media task.
 pub struct CallMedia {
-    /// Keys as the caller pressed them, de-duplicated across paths.
-    pub digits: mpsc::Receiver<char>,
     pub cmds: mpsc::Sender<MediaCmd>,
     task: JoinHandle<()>,
 }
@@ -55,22 +55,23 @@ pub struct MediaParams {
     pub inband: InbandConfig,
 }
 
-/// Start the media task on `socket`.
-pub fn spawn(socket: Arc<UdpSocket>, params: MediaParams) -> CallMedia {
-    let (dtx, drx) = mpsc::channel(64);
+/// Start the media task on `socket`; keys go to `digits` tagged with `key`.
+pub fn spawn(
+    socket: Arc<UdpSocket>,
+    params: MediaParams,
+    key: u64,
+    digits: mpsc::Sender<(u64, char)>,
+) -> CallMedia {
     let (ctx, crx) = mpsc::channel(8);
-    let task = tokio::spawn(run(socket, params, dtx, crx));
-    CallMedia {
-        digits: drx,
-        cmds: ctx,
-        task,
-    }
+    let task = tokio::spawn(run(socket, params, key, digits, crx));
+    CallMedia { cmds: ctx, task }
 }
 
 async fn run(
     socket: Arc<UdpSocket>,
     p: MediaParams,
-    digits: mpsc::Sender<char>,
+    key: u64,
+    digits: mpsc::Sender<(u64, char)>,
     mut cmds: mpsc::Receiver<MediaCmd>,
 ) {
     let origin = Instant::now();
@@ -97,7 +98,7 @@ async fn run(
     let mut frame = [0u8; FRAME];
     let emit = |m: Option<crate::media::dtmf::MergedDigit>| {
         if let Some(m) = m {
-            let _ = digits.try_send(m.digit.as_char());
+            let _ = digits.try_send((key, m.digit.as_char()));
         }
     };
     loop {
@@ -126,6 +127,12 @@ async fn run(
             }
             c = cmds.recv() => match c {
                 Some(MediaCmd::Play(cue)) => tone = Some(cue.sequence(CUE_LEVEL_DBM0)),
+                Some(MediaCmd::InfoDigit(c)) => {
+                    if let Some(d) = Digit::from_char(c) {
+                        let now = Instant::now();
+                        emit(merger.observe(Observation { digit: d, source: DtmfSource::Info, start: now, end: now }));
+                    }
+                }
                 None => return,
             },
             r = socket.recv_from(&mut buf) => {

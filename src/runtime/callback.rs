@@ -404,7 +404,10 @@ async fn record(
 }
 
 /// Bind an even RTP port in the configured range (RFC 3550 §11).
-async fn bind_rtp(ip: IpAddr, (low, high): (u16, u16)) -> std::io::Result<(UdpSocket, u16)> {
+pub(crate) async fn bind_rtp(
+    ip: IpAddr,
+    (low, high): (u16, u16),
+) -> std::io::Result<(UdpSocket, u16)> {
     let span = u32::from(high.saturating_sub(low)) / 2 + 1;
     let start = rand::random::<u32>() % span.max(1);
     for k in 0..span {

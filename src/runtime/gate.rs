@@ -123,6 +123,11 @@ impl Gate {
         }))
     }
 
+    /// The DTMF call flow's settings from the policy (pattern, tries).
+    pub fn flow_config(&self) -> crate::gate::signal::FlowConfig {
+        crate::gate::signal::FlowConfig::from_policy(&self.policy)
+    }
+
     /// A handle on the audit log, for the originate side's callback records.
     pub fn audit_log(&self) -> AuditLog {
         self.audit.clone()

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod call_media;
 pub mod callback;
 pub mod gate;
+pub mod incoming;
 pub mod modem_media;
 pub mod plan;
 pub mod state;
@@ -60,6 +61,19 @@ pub struct TrunkSpec {
     pub register_tcp: bool,
     /// The originate trunk's callback settings.
     pub callbacks: Option<callback::CallbackSettings>,
+    /// User/admin trunks: how inbound maintenance calls are taken.
+    pub inbound: Option<InboundSpec>,
+}
+
+/// Inbound-call settings of a user or admin trunk.
+#[derive(Clone, Debug)]
+pub struct InboundSpec {
+    /// Whether the dialplan route admits calls on this trunk.
+    pub allow_calls: bool,
+    pub rtp_ports: (u16, u16),
+    pub inband: crate::media::inband::InbandConfig,
+    pub first_digit_timeout: Duration,
+    pub inter_digit_timeout: Duration,
 }
 
 /// Run all trunks until `shutdown` flips to true, then unregister and return. With a gate,
@@ -96,8 +110,9 @@ pub async fn run(
     }
     let (order_tx, order_rx) = mpsc::channel::<callback::CallbackOrder>(64);
     let (finished_tx, finished_rx) = mpsc::channel::<AdminId>(64);
-    let (_dtmf_tx, dtmf_rx) = mpsc::channel::<gate::DtmfRequest>(gate::GATE_QUEUE);
+    let (dtmf_tx, dtmf_rx) = mpsc::channel::<gate::DtmfRequest>(gate::GATE_QUEUE);
     let audit = gate.as_ref().map(|g| g.audit_log());
+    let flow = gate.as_ref().map(|g| g.flow_config());
     let with_gate = gate.is_some();
     let app = gate.map(|g| {
         let (tx, rx) = mpsc::channel(gate::GATE_QUEUE);
@@ -125,8 +140,24 @@ pub async fn run(
             }),
             _ => None,
         };
+        let incoming = match (&spec.inbound, &flow) {
+            (Some(ib), Some(flow)) if ib.allow_calls => {
+                let mut flow = flow.clone();
+                flow.first_digit_timeout = ib.first_digit_timeout;
+                flow.inter_digit_timeout = ib.inter_digit_timeout;
+                Some(incoming::IncomingCalls::new(incoming::IncomingSettings {
+                    kind: spec.endpoint.kind,
+                    rtp_ip: spec.listen.ip(),
+                    rtp_ports: ib.rtp_ports,
+                    flow,
+                    inband: ib.inband,
+                    gate: dtmf_tx.clone(),
+                }))
+            }
+            _ => None,
+        };
         tasks.push(tokio::spawn(
-            trunk_task(spec, udp, tcp, rx, app, orders)
+            trunk_task(spec, udp, tcp, rx, app, orders, incoming)
                 .instrument(tracing::info_span!("trunk", name)),
         ));
     }
@@ -143,7 +174,12 @@ async fn trunk_task(
     mut shutdown: watch::Receiver<bool>,
     app_tx: Option<mpsc::Sender<gate::AppRequest>>,
     orders: Option<(mpsc::Receiver<callback::CallbackOrder>, callback::Callbacks)>,
+    mut incoming: Option<incoming::IncomingCalls>,
 ) {
+    let (mut key_rx, mut decision_rx) = match incoming.as_mut().and_then(|ic| ic.take_receivers()) {
+        Some((d, k)) => (Some(d), Some(k)),
+        None => (None, None),
+    };
     let (mut order_rx, mut callbacks) = match orders {
         Some((rx, cb)) => (Some(rx), Some(cb)),
         None => (None, None),
@@ -185,7 +221,30 @@ async fn trunk_task(
     trunk.handle_timeout(Instant::now());
     loop {
         flush(&mut trunk, &udp, &mut writers).await;
-        handle_events(&mut trunk, kind, aor.as_deref(), &mut app, &mut callbacks);
+        let invites = handle_events(
+            &mut trunk,
+            kind,
+            aor.as_deref(),
+            &mut app,
+            &mut callbacks,
+            &mut incoming,
+        );
+        for (id, route, msg) in invites {
+            match incoming.as_mut() {
+                Some(ic) => {
+                    ic.invite(Instant::now(), trunk.endpoint(), id, route, &msg)
+                        .await
+                }
+                None => trunk.endpoint().respond(
+                    Instant::now(),
+                    id,
+                    &msg,
+                    480,
+                    "Temporarily Unavailable",
+                    &Extras::default(),
+                ),
+            }
+        }
         if let Some(cb) = callbacks.as_mut() {
             cb.drive(Instant::now(), trunk.endpoint()).await;
         }
@@ -196,7 +255,8 @@ async fn trunk_task(
             }
         }
         let cb_due = callbacks.as_ref().and_then(|c| c.poll_timeout());
-        let deadline = [trunk.poll_timeout(), cb_due]
+        let in_due = incoming.as_ref().and_then(|c| c.poll_timeout());
+        let deadline = [trunk.poll_timeout(), cb_due, in_due]
             .into_iter()
             .flatten()
             .min()
@@ -248,7 +308,23 @@ async fn trunk_task(
                     trunk.endpoint().respond(Instant::now(), r.id, &msg, r.code, r.reason, &extras);
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => trunk.handle_timeout(Instant::now()),
+            Some((key, d)) = async { key_rx.as_mut()?.recv().await }, if key_rx.is_some() => {
+                if let Some(ic) = incoming.as_mut() {
+                    ic.digit(Instant::now(), trunk.endpoint(), key, d);
+                }
+            }
+            Some((key, d)) = async { decision_rx.as_mut()?.recv().await }, if decision_rx.is_some() => {
+                if let Some(ic) = incoming.as_mut() {
+                    ic.decided(Instant::now(), trunk.endpoint(), key, d);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                trunk.handle_timeout(now);
+                if let Some(ic) = incoming.as_mut() {
+                    ic.handle_timeout(now, trunk.endpoint());
+                }
+            }
             _ = stats_tick.tick() => {
                 let s = trunk.endpoint().stats();
                 if s != last_stats {
@@ -263,6 +339,9 @@ async fn trunk_task(
                     info!("shutting down");
                     if let Some(cb) = callbacks.as_mut() {
                         cb.hangup_all(Instant::now(), trunk.endpoint());
+                    }
+                    if let Some(ic) = incoming.as_mut() {
+                        ic.hangup_all(Instant::now(), trunk.endpoint());
                     }
                     trunk.unregister(Instant::now());
                     stopping = Some(Instant::now());
@@ -359,10 +438,29 @@ fn handle_events(
     aor: Option<&str>,
     app: &mut Option<AppLink>,
     callbacks: &mut Option<callback::Callbacks>,
-) {
+    incoming: &mut Option<incoming::IncomingCalls>,
+) -> Vec<(ServerTxnId, crate::sip::transaction::Route, Box<Message>)> {
+    let mut invites = Vec::new();
     while let Some(ev) = trunk.poll_event() {
         if let (TrunkEvent::App(e), Some(cb)) = (&ev, callbacks.as_mut()) {
             if cb.handle_event(Instant::now(), trunk.endpoint(), e) {
+                continue;
+            }
+        }
+        if let (TrunkEvent::App(e), Some(ic)) = (&ev, incoming.as_mut()) {
+            if ic.handle_event(Instant::now(), trunk.endpoint(), e) {
+                continue;
+            }
+        }
+        if let TrunkEvent::App(Event::Request {
+            id,
+            info,
+            msg,
+            route,
+        }) = &ev
+        {
+            if info.method == Method::Invite && info.to_tag.is_none() {
+                invites.push((*id, *route, msg.clone()));
                 continue;
             }
         }
@@ -440,4 +538,5 @@ fn handle_events(
             TrunkEvent::App(other) => debug!(event = ?other, "unhandled event"),
         }
     }
+    invites
 }

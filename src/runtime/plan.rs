@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::config::{self, Dialplan, RegisteringTrunk, SipUri, Transport};
 use crate::runtime::callback::CallbackSettings;
-use crate::runtime::TrunkSpec;
+use crate::runtime::{InboundSpec, TrunkSpec};
 use crate::sip::call::OnDiversion;
 use crate::sip::endpoint::{AllowRule, EndpointConfig, TrunkKind};
 use crate::sip::message::Limits;
@@ -72,6 +72,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
             registration,
             register_tcp: t.transport == Transport::Tcp,
             callbacks: None,
+            inbound: Some(inbound_spec(d, kind)),
         });
     }
     let o = &d.trunks.originate;
@@ -90,6 +91,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
         registration: None,
         register_tcp: false,
         callbacks: Some(callback_settings(d).await?),
+        inbound: None,
     });
     Ok(specs)
 }
@@ -201,4 +203,23 @@ async fn callback_settings(d: &Dialplan) -> Result<CallbackSettings, PlanError> 
         rtp_ip: o.listen.ip(),
         rtp_ports: d.media.rtp_ports,
     })
+}
+
+/// How a user or admin trunk takes calls.
+fn inbound_spec(d: &Dialplan, kind: TrunkKind) -> InboundSpec {
+    let route = match kind {
+        TrunkKind::User => &d.routes.user,
+        _ => &d.routes.admin,
+    };
+    InboundSpec {
+        allow_calls: route.call,
+        rtp_ports: d.media.rtp_ports,
+        inband: crate::media::inband::InbandConfig {
+            min_tone_ms: d.media.dtmf_min_tone_ms,
+            min_pause_ms: d.media.dtmf_min_pause_ms,
+            ..crate::media::inband::InbandConfig::default()
+        },
+        first_digit_timeout: Duration::from_secs(u64::from(d.media.first_digit_timeout_s)),
+        inter_digit_timeout: Duration::from_secs(u64::from(d.media.inter_digit_timeout_s)),
+    }
 }
