@@ -186,14 +186,16 @@ def t(line):
     head, frac = (s.split(".") + ["0"])[:2]
     return datetime.fromisoformat(head).timestamp() + float("0." + frac)
 lines = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in open(path, errors="replace")]
-lat, last_msg, t0 = [], None, None
+lat, to202, after202, last_msg, t0, t202 = [], [], [], None, None, None
 for l in lines:
     if "sip in" in l and "first_line=MESSAGE" in l:
         last_msg = t(l)
     elif "sip out" in l and "first_line=SIP/2.0 202" in l:
-        t0 = last_msg
+        t0, t202 = last_msg, t(l)
     elif t0 is not None and "sip out" in l and "first_line=INVITE" in l and 'name="originate"' in l:
         lat.append((t(l) - t0) * 1000.0)
+        to202.append((t202 - t0) * 1000.0)
+        after202.append((t(l) - t202) * 1000.0)
         t0 = None
 if not lat:
     sys.exit("no MESSAGE→INVITE pair found in the log")
@@ -203,6 +205,10 @@ def pct(p):
     return lat[min(len(lat), max(1, math.ceil(p / 100.0 * len(lat)))) - 1]
 print(f"callback start→INVITE (dialback log, delay_ms=0): n={len(lat)}/{runs} "
       f"p50={pct(50):.2f} ms p99={pct(99):.2f} ms max={lat[-1]:.2f} ms min={lat[0]:.2f} ms")
+to202.sort(); after202.sort()
+print(f"  of which MESSAGE→202 (digest, decision, audited signal.ok): p50={to202[len(to202) // 2]:.2f} ms "
+      f"max={to202[-1]:.2f} ms; 202→INVITE (audited callback.placed, INVITE): "
+      f"p50={after202[len(after202) // 2]:.2f} ms max={after202[-1]:.2f} ms")
 EOF
 
 if [[ "${BENCH_TSHARK:-0}" == 1 ]]; then
