@@ -551,3 +551,51 @@ fn sigkill_right_after_callback_placed_leaves_whole_lines_and_no_secret() {
     assert_eq!(count(&events, "callback.placed"), 1, "{events:?}");
     assert_no_secret(&audit, &gate.log());
 }
+
+#[test]
+fn after_a_302_the_next_dialplan_number_is_called_not_the_redirect_target() {
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    let elsewhere = Sipp::scenario("uas_answer.xml")
+        .timeout(Duration::from_secs(8))
+        .serve()
+        .expect("bystander starts");
+    let first = phone(
+        &k,
+        Sipp::scenario("uas_redirect_302.xml").var("redirect_port", &elsewhere.port().to_string()),
+        "1001",
+        "phone-pw",
+    );
+    let second = phone(&k, Sipp::scenario("uas_answer.xml"), "1002", "phone2-pw");
+    let mut dp = dialplan(&k, json!({}));
+    dp["admins"][0]["numbers"] = json!([
+        format!("sip:1001@127.0.0.1:{}", k.port()),
+        format!("sip:1002@127.0.0.1:{}", k.port())
+    ]);
+    let gate = Gate::start(dp, ENV).expect("dialback starts");
+    assert!(k.wait_registered("gate-admin", Duration::from_secs(10)));
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "session.end:hangup", Duration::from_secs(20)),
+        "{:?}\n{}",
+        audit_events(&gate),
+        gate.log()
+    );
+    assert!(first.wait().passed());
+    let outcome = second.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("INVITE").len(), 1);
+    let bystander = elsewhere.wait();
+    assert!(
+        bystander.received().is_empty(),
+        "the 302's Contact was called: {}",
+        bystander.report()
+    );
+    let events = audit_events(&gate);
+    assert_eq!(count(&events, "callback.placed"), 2, "{events:?}");
+    assert_eq!(
+        count(&events, "callback.failed:redirected"),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(count(&events, "callback.answered"), 1, "{events:?}");
+}
