@@ -5,8 +5,9 @@
 //!
 //! - 3xx is never followed (RFC 3261 §8.1.3.4 allows recursion; issue 4 forbids it: the number
 //!   comes from the dialplan only).
-//! - A diverted callback (RFC 5806 Diversion in the 2xx, or 181, RFC 3261 §21.1.3) is aborted:
-//!   ACK + BYE once answered (RFC 3261 §13.2.2.4, §15.1.1), CANCEL while early (§9.1).
+//! - A diverted callback (RFC 5806 Diversion or an RFC 7044 History-Info `mp` entry in the 2xx,
+//!   or 181, RFC 3261 §21.1.3) is aborted: ACK + BYE once answered (RFC 3261 §13.2.2.4,
+//!   §15.1.1), CANCEL while early (§9.1).
 //! - One active callback per administrator; `max_per_admin_per_hour`.
 //! - The originate trunk takes nothing in while a callback is in flight.
 //! - The audit line for `callback.placed` is durable before the INVITE leaves: a SIGKILL right
@@ -598,4 +599,63 @@ fn after_a_302_the_next_dialplan_number_is_called_not_the_redirect_target() {
         "{events:?}"
     );
     assert_eq!(count(&events, "callback.answered"), 1, "{events:?}");
+}
+
+/// A phone answering with the given History-Info value.
+fn history_info_phone(k: &Kamailio, history_info: &str) -> SippRun {
+    phone(
+        k,
+        Sipp::scenario("uas_answer_history_info.xml").var("history_info", history_info),
+        "1001",
+        "phone-pw",
+    )
+}
+
+#[test]
+fn answer_with_history_info_mapped_to_another_user_is_aborted() {
+    let (k, gate) = pbx_and_gate(json!({ "on_diversion": "abort" }));
+    // RFC 7044 §10.1 "mp": the call was mapped to another user (a diversion).
+    let p = history_info_phone(
+        &k,
+        "<sip:1001@127.0.0.1>;index=1, <sip:1009@127.0.0.1>;index=1.1;mp=1",
+    );
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "callback.aborted:diversion", Duration::from_secs(15)),
+        "{:?}\n{}",
+        audit_events(&gate),
+        gate.log()
+    );
+    let outcome = p.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("BYE").len(), 1);
+    assert_eq!(count(&audit_events(&gate), "session.start"), 0);
+}
+
+#[test]
+#[ignore = "bug: src/sip/call.rs diversion_of (line ~759) takes any History-Info header as a \
+            diversion; an entry tagged only rc (RFC 7044 §10.1: retargeted to a registered \
+            contact, the PBX's ordinary location lookup) is not one, so a PBX that adds \
+            History-Info to every call would abort every callback"]
+fn answer_with_history_info_of_a_plain_registrar_lookup_is_not_a_diversion() {
+    let (k, gate) = pbx_and_gate(json!({ "on_diversion": "abort" }));
+    let p = history_info_phone(
+        &k,
+        "<sip:1001@127.0.0.1>;index=1, <sip:phone@127.0.0.1>;index=1.1;rc=1",
+    );
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "session.end:hangup", Duration::from_secs(15)),
+        "{:?}\n{}",
+        audit_events(&gate),
+        gate.log()
+    );
+    assert!(p.wait().passed());
+    let events = audit_events(&gate);
+    assert_eq!(count(&events, "callback.answered"), 1, "{events:?}");
+    assert_eq!(
+        count(&events, "callback.aborted:diversion"),
+        0,
+        "{events:?}"
+    );
 }
