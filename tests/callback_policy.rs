@@ -633,10 +633,6 @@ fn answer_with_history_info_mapped_to_another_user_is_aborted() {
 }
 
 #[test]
-#[ignore = "bug: src/sip/call.rs diversion_of (line ~759) takes any History-Info header as a \
-            diversion; an entry tagged only rc (RFC 7044 §10.1: retargeted to a registered \
-            contact, the PBX's ordinary location lookup) is not one, so a PBX that adds \
-            History-Info to every call would abort every callback"]
 fn answer_with_history_info_of_a_plain_registrar_lookup_is_not_a_diversion() {
     let (k, gate) = pbx_and_gate(json!({ "on_diversion": "abort" }));
     let p = history_info_phone(

@@ -853,8 +853,23 @@ fn diversion_of(msg: &Message, code: u16) -> Option<String> {
     if let Some(v) = msg.header("diversion") {
         return Some(format!("Diversion: {v}"));
     }
-    msg.header("history-info")
+    // RFC 7044 §10.1: an entry tagged `rc` only records a registrar's retargeting to the
+    // registered contact, which every PBX does; a diversion is an entry tagged `mp` (mapped to
+    // another user) or one carrying a `cause` (RFC 4458) in its URI.
+    msg.headers("history-info")
+        .flat_map(crate::sip::validate::split_list)
+        .find(|entry| history_entry_is_diversion(entry))
         .map(|v| format!("History-Info: {v}"))
+}
+
+fn history_entry_is_diversion(entry: &str) -> bool {
+    let lower = entry.to_ascii_lowercase();
+    let params_after_uri = lower.rsplit_once('>').map_or("", |(_, p)| p);
+    let tagged_mp = params_after_uri
+        .split(';')
+        .map(str::trim)
+        .any(|p| p == "mp" || p.starts_with("mp="));
+    tagged_mp || lower.contains("cause=") || lower.contains("cause%3d")
 }
 
 /// Request-URI and Route header values for an in-dialog request to remote `target` along
@@ -1371,7 +1386,7 @@ mod tests {
         let mut extras = answer_200(false);
         extras
             .headers
-            .push(("History-Info", "<sip:1001@127.0.0.1>;index=1".into()));
+            .push(("History-Info", "<sip:1001@127.0.0.1>;index=1, <sip:1009@127.0.0.1>;index=1.1;mp=1".into()));
         w.far_respond(id, &inv, 200, extras);
         assert!(matches!(&w.events[0], CallEvent::Diverted { .. }));
         assert!(matches!(&w.events[1], CallEvent::Answered { .. }));
