@@ -1227,4 +1227,38 @@ mod tests {
         assert_eq!(oks.len(), 2);
         assert_eq!(oks[0].header("to"), oks[1].header("to"));
     }
+    #[test]
+    fn cancel_after_the_200_changes_nothing() {
+        let mut w = answered();
+        w.caller_sends("CANCEL", 1, None, &[], None);
+        // RFC 3261 §9.2: the endpoint answers the CANCEL 200; the INVITE already has its 2xx.
+        assert_eq!(w.responses(200, Method::Cancel).len(), 1);
+        assert!(w.responses(487, Method::Invite).is_empty());
+        let tag = w.our_tag();
+        w.caller_sends("ACK", 1, Some(&tag), &[], None);
+        assert_eq!(w.events, vec![IncomingEvent::Confirmed]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_offers_and_info_bodies_never_panic(
+            sdp in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            info in "[ -~\r\n]{0,80}",
+        ) {
+            let mut w = World::new(false);
+            let body = String::from_utf8_lossy(&sdp).into_owned();
+            w.invite(&[], Some(&body));
+            if w.call.is_some() {
+                let tag = w.our_tag();
+                w.caller_sends("ACK", 1, Some(&tag), &[], None);
+                w.caller_sends("INFO", 2, Some(&tag), &[], Some(("application/dtmf-relay", &info)));
+                w.hangup();
+                let t = w.now + 64 * T1;
+                w.advance(t);
+                proptest::prop_assert!(w.call().is_finished());
+            } else {
+                proptest::prop_assert_eq!(w.responses(488, Method::Invite).len(), 1);
+            }
+        }
+    }
 }
