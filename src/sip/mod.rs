@@ -1,5 +1,6 @@
 //! Our SIP layer (RFC 3261): message codec, request validation, transactions, the per-trunk
-//! endpoint and registration. Everything here is sans-IO; `runtime` moves the bytes.
+//! endpoint, registration and the call dialogs (`call`: outgoing callback, `incall`: inbound).
+//! Everything here is sans-IO; `runtime` moves the bytes.
 //!
 //! DESIGN.md planned this as a facade over rsipstack. rsipstack 0.7.14's parser refuses valid
 //! RFC 4475 messages (extension methods such as `intmeth`, `esc02`, `mismatch02`), so it cannot
