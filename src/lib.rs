@@ -16,7 +16,7 @@
 //! | `config`  | the dialplan model, JSON parsing with located errors, validation     |
 //! | `gate`    | the maintenance gate: auth steps, signals, decisions, lockout, audit |
 //! | `media`   | G.711, RTP, jitter buffer, DTMF (RFC 4733, INFO, in-band), tones     |
-//! | `sip`     | SIP message codec, transactions, registration, digest authentication |
+//! | `sip`     | SIP codec, transactions, registration, digest auth, call dialogs     |
 //! | `sdp`     | SDP offer/answer (RFC 3264) for G.711 audio and RFC 4733 events      |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 //! | `modem`   | software modems: V.21, Bell 103, V.22, V.22bis, answer tones         |

@@ -1016,6 +1016,35 @@ mod tests {
     }
 
     #[test]
+    fn ack_for_a_2xx_stops_its_retransmission_and_is_handed_up_but_a_non_2xx_ack_is_not() {
+        let mut ep = Endpoint::new(cfg(TrunkKind::Admin));
+        let now = Instant::now();
+        let src = "127.0.0.1:9".parse().expect("a");
+        for (branch, code) in [("z9hG4bKok", 200), ("z9hG4bKno", 486)] {
+            ep.handle_datagram(now, src, &req("INVITE", branch, ""));
+            let Some(Event::Request { id, msg, .. }) = ep.poll_event() else {
+                panic!("expected the INVITE");
+            };
+            ep.respond(now, id, &msg, code, "X", &Extras::default());
+            let tag = ep.server_to_tag(id).expect("live transaction").to_string();
+            assert!(
+                String::from_utf8_lossy(&ep.poll_transmit().expect("t").bytes)
+                    .contains(&format!("tag={tag}"))
+            );
+            // The 2xx ACK has its own branch (RFC 3261 §13.2.2.4), the non-2xx one the INVITE's.
+            let ack_branch = if code == 200 { "z9hG4bKack" } else { branch };
+            let ack = String::from_utf8_lossy(&req("ACK", ack_branch, &format!(";tag={tag}")))
+                .replace(&format!("c-{ack_branch}"), &format!("c-{branch}"));
+            ep.handle_datagram(now, src, ack.as_bytes());
+            let handed_up = matches!(ep.poll_event(), Some(Event::Ack { .. }));
+            assert_eq!(handed_up, code == 200, "code {code}");
+        }
+        // Neither final response is retransmitted after its ACK.
+        ep.handle_timeout(now + 4 * T1);
+        assert!(ep.poll_transmit().is_none());
+    }
+
+    #[test]
     fn transaction_cap_answers_503() {
         let mut ep = Endpoint::new(cfg(TrunkKind::Admin));
         let now = Instant::now();

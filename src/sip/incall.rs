@@ -620,3 +620,645 @@ impl IncomingCall {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::Codec;
+    use crate::sip::endpoint::{EndpointConfig, TrunkKind};
+    use crate::sip::message::{parse_datagram, Limits, StartLine};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    const GATE: &str = "127.0.0.1:5060";
+    const CALLER: &str = "127.0.0.1:5062";
+    const CALLER_TAG: &str = "caller1";
+    const CALL_ID: &str = "incall-test-1";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn offer(m_line: &str) -> String {
+        format!(
+            "v=0\r\no=admin 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{m_line}"
+        )
+    }
+
+    fn pcmu_offer() -> String {
+        offer("m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+    }
+
+    fn local() -> LocalMedia {
+        LocalMedia {
+            addr: "127.0.0.1".parse().expect("ip"),
+            rtp_port: 30000,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime_ms: 20,
+            session_id: 7,
+            session_version: 1,
+        }
+    }
+
+    /// The gate's admin-trunk endpoint, a caller that speaks raw SIP to it over a fake network,
+    /// and a fake clock.
+    struct World {
+        ep: Endpoint,
+        call: Option<IncomingCall>,
+        rejected: Option<Reject>,
+        ring_first: bool,
+        t0: Instant,
+        now: Instant,
+        /// Everything the gate sent, parsed.
+        sent: Vec<(Route, Message)>,
+        events: Vec<IncomingEvent>,
+        branch: u32,
+    }
+
+    impl World {
+        fn new(ring_first: bool) -> World {
+            let t0 = Instant::now();
+            World {
+                ep: Endpoint::new(EndpointConfig {
+                    kind: TrunkKind::Admin,
+                    local: addr(GATE),
+                    limits: Limits::default(),
+                    per_source_rate: 1000,
+                    per_source_burst: 1000,
+                    max_sources: 16,
+                    max_transactions: 64,
+                    queue_depth: 64,
+                    allow_sources: None,
+                    user_agent: "dialback/test".into(),
+                    rng_seed: 11,
+                }),
+                call: None,
+                rejected: None,
+                ring_first,
+                t0,
+                now: t0,
+                sent: Vec::new(),
+                events: Vec::new(),
+                branch: 0,
+            }
+        }
+
+        /// The caller sends a request; returns its bytes (to resend as a retransmission).
+        fn caller_sends(
+            &mut self,
+            method: &str,
+            cseq: u32,
+            to_tag: Option<&str>,
+            headers: &[&str],
+            body: Option<(&str, &str)>,
+        ) -> Vec<u8> {
+            self.branch += 1;
+            // CANCEL reuses the INVITE's branch (RFC 3261 §9.1).
+            let branch = if method == "CANCEL" { 1 } else { self.branch };
+            let to = match to_tag {
+                Some(t) => format!("<sip:gate@127.0.0.1>;tag={t}"),
+                None => "<sip:gate@127.0.0.1>".to_string(),
+            };
+            let mut s = format!(
+                "{method} sip:gate@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKc{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:admin@127.0.0.1>;tag={CALLER_TAG}\r\nTo: {to}\r\nCall-ID: {CALL_ID}\r\nCSeq: {cseq} {method}\r\nContact: <sip:admin@{CALLER}>\r\n"
+            );
+            for h in headers {
+                s.push_str(h);
+                s.push_str("\r\n");
+            }
+            match body {
+                Some((ct, b)) => s.push_str(&format!(
+                    "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{b}",
+                    b.len()
+                )),
+                None => s.push_str("Content-Length: 0\r\n\r\n"),
+            }
+            let bytes = s.into_bytes();
+            self.deliver(&bytes);
+            bytes
+        }
+
+        fn deliver(&mut self, bytes: &[u8]) {
+            self.ep.handle_datagram(self.now, addr(CALLER), bytes);
+            self.pump();
+        }
+
+        fn invite(&mut self, headers: &[&str], sdp: Option<&str>) {
+            self.caller_sends(
+                "INVITE",
+                1,
+                None,
+                headers,
+                sdp.map(|b| ("application/sdp", b)),
+            );
+        }
+
+        fn pump(&mut self) {
+            loop {
+                let mut progressed = false;
+                while let Some(t) = self.ep.poll_transmit() {
+                    progressed = true;
+                    let msg =
+                        parse_datagram(&t.bytes, &Limits::default()).expect("gate output parses");
+                    self.sent.push((t.route, msg));
+                }
+                while let Some(ev) = self.ep.poll_event() {
+                    progressed = true;
+                    let claimed = match self.call.as_mut() {
+                        Some(c) => c.handle_event(self.now, &mut self.ep, &ev),
+                        None => false,
+                    };
+                    if claimed {
+                        continue;
+                    }
+                    if let Event::Request {
+                        id,
+                        route,
+                        info,
+                        msg,
+                    } = &ev
+                    {
+                        if info.method == Method::Invite && info.to_tag.is_none() {
+                            let r = if self.ring_first {
+                                IncomingCall::ring(
+                                    self.now,
+                                    &mut self.ep,
+                                    *id,
+                                    *route,
+                                    msg,
+                                    &local(),
+                                )
+                            } else {
+                                IncomingCall::accept(
+                                    self.now,
+                                    &mut self.ep,
+                                    *id,
+                                    *route,
+                                    msg,
+                                    &local(),
+                                )
+                            };
+                            match r {
+                                Ok(c) => self.call = Some(c),
+                                Err(e) => self.rejected = Some(e),
+                            }
+                        }
+                    }
+                }
+                if let Some(c) = self.call.as_mut() {
+                    while let Some(e) = c.poll_event() {
+                        progressed = true;
+                        self.events.push(e);
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+
+        /// Jump the clock to `to`, firing every endpoint and call deadline on the way.
+        fn advance(&mut self, to: Instant) {
+            loop {
+                let next = [
+                    self.ep.poll_timeout(),
+                    self.call.as_ref().and_then(IncomingCall::poll_timeout),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                match next {
+                    Some(t) if t <= to => {
+                        self.now = self.now.max(t);
+                        self.ep.handle_timeout(self.now);
+                        if let Some(c) = self.call.as_mut() {
+                            c.handle_timeout(self.now, &mut self.ep);
+                        }
+                        self.pump();
+                    }
+                    _ => break,
+                }
+            }
+            self.now = to;
+        }
+
+        fn call(&mut self) -> &mut IncomingCall {
+            self.call.as_mut().expect("call accepted")
+        }
+
+        fn hangup(&mut self) {
+            let now = self.now;
+            if let Some(c) = self.call.as_mut() {
+                c.hangup(now, &mut self.ep);
+            }
+            self.pump();
+        }
+
+        fn responses(&self, code: u16, method: Method) -> Vec<&Message> {
+            self.sent
+                .iter()
+                .map(|(_, m)| m)
+                .filter(|m| m.status() == Some(code) && m.method() == Some(method.clone()))
+                .collect()
+        }
+
+        fn requests(&self, method: Method) -> Vec<(Route, &Message)> {
+            self.sent
+                .iter()
+                .filter(|(_, m)| m.is_request() && m.method() == Some(method.clone()))
+                .map(|(r, m)| (*r, m))
+                .collect()
+        }
+
+        fn our_tag(&mut self) -> String {
+            self.call().tags().0.to_string()
+        }
+
+        /// The caller answers the gate's last request of `method` with `code`.
+        fn caller_answers(&mut self, method: Method, code: u16) {
+            let (_, req) = self.requests(method).pop().expect("request sent");
+            let mut s = format!("SIP/2.0 {code} OK\r\n");
+            for v in req.headers("via") {
+                s.push_str(&format!("Via: {v}\r\n"));
+            }
+            for h in ["from", "to", "call-id", "cseq"] {
+                s.push_str(&format!("{h}: {}\r\n", req.header(h).unwrap_or_default()));
+            }
+            s.push_str("Content-Length: 0\r\n\r\n");
+            self.deliver(s.as_bytes());
+        }
+    }
+
+    fn answered() -> World {
+        let mut w = World::new(false);
+        let sdp = pcmu_offer();
+        w.invite(&[], Some(&sdp));
+        w
+    }
+
+    fn confirmed() -> World {
+        let mut w = answered();
+        let tag = w.our_tag();
+        w.caller_sends("ACK", 1, Some(&tag), &[], None);
+        w
+    }
+
+    #[test]
+    fn answer_then_ack_confirms_and_remote_bye_ends_the_call() {
+        let mut w = World::new(false);
+        let sdp = pcmu_offer();
+        w.invite(&["Record-Route: <sip:127.0.0.1:5062;lr>"], Some(&sdp));
+        let tag = w.our_tag();
+        let ok = w.responses(200, Method::Invite);
+        assert_eq!(ok.len(), 1);
+        let ok = ok[0];
+        let to = parse_name_addr(ok.header("to").expect("To")).expect("name-addr");
+        assert_eq!(to.tag.as_deref(), Some(tag.as_str()));
+        assert_eq!(ok.header("contact"), Some("<sip:127.0.0.1:5060>"));
+        assert_eq!(ok.header("record-route"), Some("<sip:127.0.0.1:5062;lr>"));
+        assert!(ok.header("allow").is_some_and(|a| a.contains("INFO")));
+        assert!(ok.header("supported").is_some());
+        assert_eq!(ok.header("content-type"), Some("application/sdp"));
+        assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 30000 RTP/AVP 0 101"));
+        let media = w.call().media().expect("negotiated at once").clone();
+        assert_eq!(media.codec, Codec::Pcmu);
+        assert_eq!(media.remote_addr, addr("127.0.0.1:4000"));
+        assert_eq!(media.telephone_event_pt, Some(101));
+
+        w.caller_sends("ACK", 1, Some(&tag), &[], None);
+        assert_eq!(w.events, vec![IncomingEvent::Confirmed]);
+        // The ACK stopped the endpoint's 2xx retransmissions (RFC 3261 §13.3.1.4).
+        let t = w.now + Duration::from_secs(10);
+        w.advance(t);
+        assert_eq!(w.responses(200, Method::Invite).len(), 1);
+
+        w.caller_sends("BYE", 2, Some(&tag), &[], None);
+        assert_eq!(w.responses(200, Method::Bye).len(), 1);
+        assert_eq!(
+            w.events,
+            vec![
+                IncomingEvent::Confirmed,
+                IncomingEvent::Ended { by_remote: true }
+            ]
+        );
+        assert!(w.call().is_finished());
+    }
+
+    #[test]
+    fn our_hangup_sends_bye_in_the_dialog_and_ends_on_its_200() {
+        let mut w = World::new(false);
+        let sdp = pcmu_offer();
+        w.invite(
+            &["Record-Route: <sip:127.0.0.1:5070;lr>, <sip:127.0.0.1:5071;lr>"],
+            Some(&sdp),
+        );
+        let tag = w.our_tag();
+        w.caller_sends("ACK", 1, Some(&tag), &[], None);
+        w.hangup();
+        let byes = w.requests(Method::Bye);
+        assert_eq!(byes.len(), 1);
+        let (route, bye) = byes[0];
+        // First Route is an IP literal: the BYE goes there (RFC 3261 §12.2.1.1 loose routing).
+        assert_eq!(route.addr, addr("127.0.0.1:5070"));
+        match &bye.start {
+            StartLine::Request { uri, .. } => assert_eq!(uri, &format!("sip:admin@{CALLER}")),
+            StartLine::Response { .. } => panic!("BYE is a request"),
+        }
+        let routes: Vec<&str> = bye.headers("route").collect();
+        assert_eq!(
+            routes,
+            vec!["<sip:127.0.0.1:5070;lr>", "<sip:127.0.0.1:5071;lr>"]
+        );
+        assert_eq!(bye.header("cseq"), Some("1 BYE"));
+        let from = parse_name_addr(bye.header("from").expect("From")).expect("from");
+        let to = parse_name_addr(bye.header("to").expect("To")).expect("to");
+        assert_eq!(from.tag.as_deref(), Some(tag.as_str()));
+        assert_eq!(from.uri, "sip:gate@127.0.0.1");
+        assert_eq!(to.tag.as_deref(), Some(CALLER_TAG));
+        assert_eq!(to.uri, "sip:admin@127.0.0.1");
+        assert_eq!(bye.header("call-id"), Some(CALL_ID));
+        assert_eq!(w.events, vec![IncomingEvent::Confirmed]);
+
+        w.caller_answers(Method::Bye, 200);
+        assert_eq!(
+            w.events,
+            vec![
+                IncomingEvent::Confirmed,
+                IncomingEvent::Ended { by_remote: false }
+            ]
+        );
+    }
+
+    #[test]
+    fn unanswered_bye_still_ends_the_call_after_timer_f() {
+        let mut w = confirmed();
+        w.hangup();
+        let t = w.now + 64 * T1;
+        w.advance(t);
+        assert!(
+            w.requests(Method::Bye).len() > 1,
+            "BYE retransmitted over UDP"
+        );
+        assert_eq!(
+            w.events.last(),
+            Some(&IncomingEvent::Ended { by_remote: false })
+        );
+    }
+
+    #[test]
+    fn info_dtmf_relay_is_answered_200_and_reported_as_a_key() {
+        let mut w = confirmed();
+        let tag = w.our_tag();
+        w.caller_sends(
+            "INFO",
+            2,
+            Some(&tag),
+            &[],
+            Some(("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n")),
+        );
+        w.caller_sends("INFO", 3, Some(&tag), &[], Some(("application/dtmf", "11")));
+        assert_eq!(w.responses(200, Method::Info).len(), 2);
+        assert_eq!(
+            w.events,
+            vec![
+                IncomingEvent::Confirmed,
+                IncomingEvent::Dtmf {
+                    digit: '5',
+                    duration_ms: Some(160)
+                },
+                IncomingEvent::Dtmf {
+                    digit: '#',
+                    duration_ms: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn info_of_another_type_is_415_and_a_bad_relay_body_is_400() {
+        let mut w = confirmed();
+        let tag = w.our_tag();
+        w.caller_sends("INFO", 2, Some(&tag), &[], Some(("text/plain", "hello")));
+        w.caller_sends(
+            "INFO",
+            3,
+            Some(&tag),
+            &[],
+            Some(("application/dtmf-relay", "Duration=160\r\n")),
+        );
+        assert_eq!(w.responses(415, Method::Info).len(), 1);
+        assert_eq!(w.responses(400, Method::Info).len(), 1);
+        assert_eq!(w.events, vec![IncomingEvent::Confirmed]);
+    }
+
+    #[test]
+    fn cancel_while_ringing_is_answered_487_and_ends_by_remote() {
+        let mut w = World::new(true);
+        let sdp = pcmu_offer();
+        w.invite(&[], Some(&sdp));
+        assert_eq!(w.responses(180, Method::Invite).len(), 1);
+        assert!(w.responses(200, Method::Invite).is_empty());
+        w.caller_sends("CANCEL", 1, None, &[], None);
+        assert_eq!(w.responses(200, Method::Cancel).len(), 1);
+        assert_eq!(w.responses(487, Method::Invite).len(), 1);
+        assert_eq!(w.events, vec![IncomingEvent::Ended { by_remote: true }]);
+        // answer() after the end sends nothing.
+        let now = w.now;
+        if let Some(c) = w.call.as_mut() {
+            c.answer(now, &mut w.ep);
+        }
+        w.pump();
+        assert!(w.responses(200, Method::Invite).is_empty());
+    }
+
+    #[test]
+    fn ring_then_answer_sends_180_then_200_with_the_same_tag() {
+        let mut w = World::new(true);
+        let sdp = pcmu_offer();
+        w.invite(&[], Some(&sdp));
+        let now = w.now;
+        if let Some(c) = w.call.as_mut() {
+            c.answer(now, &mut w.ep);
+        }
+        w.pump();
+        let tag_of =
+            |m: &Message| parse_name_addr(m.header("to").unwrap_or("")).and_then(|n| n.tag);
+        let ringing = tag_of(w.responses(180, Method::Invite)[0]);
+        let ok = tag_of(w.responses(200, Method::Invite)[0]);
+        assert!(ringing.is_some());
+        assert_eq!(ringing, ok);
+    }
+
+    #[test]
+    fn no_ack_means_200_retransmitted_then_bye_at_64_t1() {
+        let mut w = answered();
+        let t = w.t0 + 64 * T1 - Duration::from_millis(1);
+        w.advance(t);
+        assert!(
+            w.responses(200, Method::Invite).len() > 5,
+            "2xx resent until ACK"
+        );
+        assert!(w.requests(Method::Bye).is_empty());
+        let t = w.t0 + 64 * T1;
+        w.advance(t);
+        assert_eq!(w.requests(Method::Bye).len(), 1);
+        assert_eq!(w.t0 + Duration::from_secs(32), w.now);
+        w.caller_answers(Method::Bye, 200);
+        assert_eq!(
+            w.events,
+            vec![IncomingEvent::Failed {
+                reason: FailReason::NoAck
+            }]
+        );
+    }
+
+    #[test]
+    fn offer_without_pcmu_or_pcma_is_refused_488() {
+        let mut w = World::new(false);
+        let sdp = offer("m=audio 4000 RTP/AVP 9 18\r\n");
+        w.invite(&[], Some(&sdp));
+        assert!(w.call.is_none());
+        assert_eq!(
+            w.rejected,
+            Some(Reject::NotAcceptable(SdpError::NoAcceptableCodec))
+        );
+        assert_eq!(w.responses(488, Method::Invite).len(), 1);
+        assert!(w.responses(200, Method::Invite).is_empty());
+    }
+
+    #[test]
+    fn reinvite_is_refused_488_and_the_call_goes_on() {
+        let mut w = confirmed();
+        let tag = w.our_tag();
+        let sdp = pcmu_offer();
+        w.caller_sends(
+            "INVITE",
+            2,
+            Some(&tag),
+            &[],
+            Some(("application/sdp", &sdp)),
+        );
+        assert_eq!(w.responses(488, Method::Invite).len(), 1);
+        assert!(w.call().is_confirmed());
+        w.caller_sends("BYE", 3, Some(&tag), &[], None);
+        assert_eq!(
+            w.events.last(),
+            Some(&IncomingEvent::Ended { by_remote: true })
+        );
+    }
+
+    #[test]
+    fn offerless_invite_gets_our_offer_and_the_answer_from_the_ack() {
+        let mut w = World::new(false);
+        w.invite(&[], None);
+        let tag = w.our_tag();
+        let ok = w.responses(200, Method::Invite)[0];
+        assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 30000 RTP/AVP 0 8 101"));
+        assert!(w.call().media().is_none());
+        let ans = offer("m=audio 4002 RTP/AVP 8\r\n");
+        w.caller_sends("ACK", 1, Some(&tag), &[], Some(("application/sdp", &ans)));
+        assert_eq!(w.events, vec![IncomingEvent::Confirmed]);
+        let media = w.call().media().expect("answer taken from the ACK");
+        assert_eq!(media.codec, Codec::Pcma);
+        assert_eq!(media.remote_addr, addr("127.0.0.1:4002"));
+    }
+
+    #[test]
+    fn offerless_invite_with_ack_lacking_an_answer_is_byed_and_fails() {
+        let mut w = World::new(false);
+        w.invite(&[], None);
+        let tag = w.our_tag();
+        w.caller_sends("ACK", 1, Some(&tag), &[], None);
+        assert_eq!(w.requests(Method::Bye).len(), 1);
+        w.caller_answers(Method::Bye, 200);
+        assert!(matches!(
+            w.events.as_slice(),
+            [IncomingEvent::Failed {
+                reason: FailReason::BadAnswer(_)
+            }]
+        ));
+    }
+
+    #[test]
+    fn hangup_before_the_ack_waits_for_it_then_byes() {
+        let mut w = answered();
+        w.hangup();
+        assert!(
+            w.requests(Method::Bye).is_empty(),
+            "RFC 3261 §15: no BYE before the ACK"
+        );
+        let tag = w.our_tag();
+        w.caller_sends("ACK", 1, Some(&tag), &[], None);
+        assert_eq!(w.requests(Method::Bye).len(), 1);
+        w.caller_answers(Method::Bye, 200);
+        assert_eq!(
+            w.events,
+            vec![
+                IncomingEvent::Confirmed,
+                IncomingEvent::Ended { by_remote: false }
+            ]
+        );
+    }
+
+    #[test]
+    fn in_dialog_request_with_a_lower_cseq_is_500_and_a_wrong_from_tag_is_481() {
+        let mut w = confirmed();
+        let tag = w.our_tag();
+        w.caller_sends("INFO", 5, Some(&tag), &[], None);
+        w.caller_sends("INFO", 4, Some(&tag), &[], None);
+        assert_eq!(w.responses(200, Method::Info).len(), 1);
+        assert_eq!(w.responses(500, Method::Info).len(), 1);
+        let bye = format!(
+            "BYE sip:gate@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKx9\r\nMax-Forwards: 70\r\nFrom: <sip:admin@127.0.0.1>;tag=intruder\r\nTo: <sip:gate@127.0.0.1>;tag={tag}\r\nCall-ID: {CALL_ID}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        w.deliver(bye.as_bytes());
+        assert_eq!(w.responses(481, Method::Bye).len(), 1);
+        assert!(w.call().is_confirmed());
+    }
+
+    #[test]
+    fn retransmitted_invite_gets_the_same_200_and_no_second_call() {
+        let mut w = World::new(false);
+        let sdp = pcmu_offer();
+        let bytes = w.caller_sends("INVITE", 1, None, &[], Some(("application/sdp", &sdp)));
+        w.deliver(&bytes);
+        let oks = w.responses(200, Method::Invite);
+        assert_eq!(oks.len(), 2);
+        assert_eq!(oks[0].header("to"), oks[1].header("to"));
+    }
+    #[test]
+    fn cancel_after_the_200_changes_nothing() {
+        let mut w = answered();
+        w.caller_sends("CANCEL", 1, None, &[], None);
+        // RFC 3261 §9.2: the endpoint answers the CANCEL 200; the INVITE already has its 2xx.
+        assert_eq!(w.responses(200, Method::Cancel).len(), 1);
+        assert!(w.responses(487, Method::Invite).is_empty());
+        let tag = w.our_tag();
+        w.caller_sends("ACK", 1, Some(&tag), &[], None);
+        assert_eq!(w.events, vec![IncomingEvent::Confirmed]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_offers_and_info_bodies_never_panic(
+            sdp in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            info in "[ -~\r\n]{0,80}",
+        ) {
+            let mut w = World::new(false);
+            let body = String::from_utf8_lossy(&sdp).into_owned();
+            w.invite(&[], Some(&body));
+            if w.call.is_some() {
+                let tag = w.our_tag();
+                w.caller_sends("ACK", 1, Some(&tag), &[], None);
+                w.caller_sends("INFO", 2, Some(&tag), &[], Some(("application/dtmf-relay", &info)));
+                w.hangup();
+                let t = w.now + 64 * T1;
+                w.advance(t);
+                proptest::prop_assert!(w.call().is_finished());
+            } else {
+                proptest::prop_assert_eq!(w.responses(488, Method::Invite).len(), 1);
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Our SIP layer (RFC 3261): message codec, request validation, transactions, the per-trunk
-//! endpoint, registration and the callback call (`call`, an outgoing INVITE dialog).
+//! endpoint, registration and the call dialogs (`call`: outgoing callback, `incall`: inbound).
 //! Everything here is sans-IO; `runtime` moves the bytes.
 //!
 //! DESIGN.md planned this as a facade over rsipstack. rsipstack 0.7.14's parser refuses valid
