@@ -79,9 +79,7 @@ impl IncomingCalls {
     }
 
     /// The receivers the runtime waits on: keys from the calls' media, gate decisions.
-    pub fn take_receivers(
-        &mut self,
-    ) -> Option<(KeyReceiver, DecisionReceiver)> {
+    pub fn take_receivers(&mut self) -> Option<(KeyReceiver, DecisionReceiver)> {
         Some((self.digits_rx.take()?, self.decisions_rx.take()?))
     }
 

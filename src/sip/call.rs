@@ -1384,9 +1384,10 @@ mod tests {
         let mut w = World::new(OnDiversion::Flag);
         let (id, inv) = w.far_request(Method::Invite);
         let mut extras = answer_200(false);
-        extras
-            .headers
-            .push(("History-Info", "<sip:1001@127.0.0.1>;index=1, <sip:1009@127.0.0.1>;index=1.1;mp=1".into()));
+        extras.headers.push((
+            "History-Info",
+            "<sip:1001@127.0.0.1>;index=1, <sip:1009@127.0.0.1>;index=1.1;mp=1".into(),
+        ));
         w.far_respond(id, &inv, 200, extras);
         assert!(matches!(&w.events[0], CallEvent::Diverted { .. }));
         assert!(matches!(&w.events[1], CallEvent::Answered { .. }));

@@ -461,8 +461,17 @@ impl Endpoint {
             if let Some(txn) = self.servers.get_mut(&key) {
                 self.stats.app_timeouts += 1;
                 txn.final_sent = true;
+                let bytes = std::mem::take(&mut txn.fallback);
+                txn.last_response = Some(bytes.clone());
                 txn.expires_at = Some(now + 64 * T1);
-                txn.retransmit_at = None;
+                // RFC 3261 §17.2.1: a final answer to an INVITE is resent until ACKed.
+                txn.retransmit_at =
+                    (key.method == Method::Invite && txn.route.unreliable()).then(|| now + T1);
+                txn.interval = T1;
+                self.transmits.push_back(Transmit {
+                    route: txn.route,
+                    bytes,
+                });
             }
         }
     }
@@ -603,6 +612,17 @@ impl Endpoint {
         let key = server_key(&info);
         let id = ServerTxnId(self.fresh_id());
         let to_tag = info.to_tag.clone().unwrap_or_else(|| self.token());
+        let fallback = build::response(
+            &msg,
+            500,
+            "Server Internal Error",
+            Some(&to_tag),
+            &self.cfg.user_agent,
+            &Extras {
+                headers: vec![("Retry-After", "30".to_string())],
+                body: None,
+            },
+        );
         let app_wait = if info.method == Method::Invite {
             Duration::from_secs(300)
         } else {
@@ -621,6 +641,7 @@ impl Endpoint {
                 interval: T1,
                 expires_at: None,
                 app_deadline: now + app_wait,
+                fallback,
             },
         );
         self.server_ids.insert(id, key);
@@ -1042,6 +1063,22 @@ mod tests {
         // Neither final response is retransmitted after its ACK.
         ep.handle_timeout(now + 4 * T1);
         assert!(ep.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn application_that_never_answers_gets_a_500_sent_for_it() {
+        let mut ep = Endpoint::new(cfg(TrunkKind::Admin));
+        let now = Instant::now();
+        let src = "127.0.0.1:9".parse().expect("a");
+        ep.handle_datagram(now, src, &req("MESSAGE", "z9hG4bKlate", ""));
+        assert!(matches!(ep.poll_event(), Some(Event::Request { .. })));
+        assert!(ep.poll_transmit().is_none());
+        ep.handle_timeout(now + 64 * T1);
+        let t = ep
+            .poll_transmit()
+            .expect("500 sent for the silent application");
+        assert_eq!(status_of(&t), 500);
+        assert_eq!(ep.stats().app_timeouts, 1);
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub struct ServerTxn {
     pub expires_at: Option<Instant>,
     /// Bound on how long the application may take before we answer 500 ourselves.
     pub app_deadline: Instant,
+    /// The `500` sent for the application if it misses `app_deadline` (built up front, so
+    /// the request itself need not be kept).
+    pub fallback: Vec<u8>,
 }
 
 impl ServerTxn {
