@@ -43,8 +43,8 @@ impl BridgeConfig {
 /// What the runtime must act on, drained with [`Bridge::poll_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgeEvent {
-    /// Close the TCP connection to the target (after writing what [`Bridge::pull_to_target`]
-    /// still gives).
+    /// Close the TCP connection to the target; bytes still owed to it are dropped (the
+    /// session is ending).
     CloseTarget,
     /// Everything owed to the line was taken (or [`super::DRAIN_MAX`] passed): hang up.
     Hangup { reason: Reason },
@@ -172,9 +172,13 @@ impl Bridge {
         if self.state == State::Closed {
             return;
         }
+        if self.state == State::Open {
+            // A draining bridge already asked for the close.
+            self.events.push_back(BridgeEvent::CloseTarget);
+        }
         self.to_line.clear();
+        self.to_target.clear();
         self.state = State::Closed;
-        self.events.push_back(BridgeEvent::CloseTarget);
         self.events.push_back(BridgeEvent::Ended { reason });
     }
 

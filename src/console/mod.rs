@@ -36,10 +36,12 @@
 pub mod bridge;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::config::Modem;
 use crate::gate::audit::Reason;
 use crate::gate::policy::AdminId;
 use crate::gate::Secret;
@@ -76,7 +78,7 @@ const HELP: &[&str] = &[
     "  quit, exit  end the session and hang up",
 ];
 
-/// What the runtime sets up a console with (from `config::model::Modem` and the callback).
+/// What the runtime sets up a console with (from `config::Modem` and the callback).
 #[derive(Debug, Clone)]
 pub struct ConsoleConfig {
     /// The administrator the callback was placed for; only this administrator may log in.
@@ -91,11 +93,25 @@ pub struct ConsoleConfig {
     pub banner: String,
 }
 
-/// What the runtime must act on, drained with [`Console::poll_event`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl ConsoleConfig {
+    /// The dialplan's modem limits for a callback placed for `expected_admin`.
+    pub fn from_modem(modem: &Modem, expected_admin: AdminId, banner: String) -> Self {
+        ConsoleConfig {
+            expected_admin,
+            login_tries: modem.login_tries,
+            idle: Duration::from_secs(u64::from(modem.idle_s)),
+            max: Duration::from_secs(u64::from(modem.max_s)),
+            banner,
+        }
+    }
+}
+
+/// What the runtime must act on, drained with [`Console::poll_event`]. `Debug` redacts the
+/// login ID as well as the PIN: a keyed ID can be a mistyped PIN (as in `gate::audit`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum ConsoleEvent {
     /// Run `verify_pin(policy, &id, &pin)` off the reactor and answer
-    /// [`Console::login_result`] with the administrator it returns.
+    /// [`Console::login_result`] with the administrator it returns. Never log `id`.
     VerifyLogin { id: String, pin: Secret },
     /// Answer [`Console::provide_status`] with the trunk and session status text.
     StatusRequest,
@@ -103,7 +119,9 @@ pub enum ConsoleEvent {
     AuditRequest { last: usize },
     /// The administrator logged in: audit `EventCode::SessionStart`.
     SessionStarted { admin: AdminId },
-    /// Output is drained (or [`DRAIN_MAX`] passed): hang up the callback call.
+    /// Output is drained (or [`DRAIN_MAX`] passed): hang up the callback call. With
+    /// `ReauthFailed` no session started, so no [`ConsoleEvent::Ended`] follows: the runtime
+    /// audits the failed re-authentication from this event.
     Hangup { reason: Reason },
     /// A session that started has ended: audit `EventCode::SessionEnd` with `reason`.
     Ended { reason: Reason },
@@ -120,8 +138,8 @@ pub enum ConsoleError {
     },
 }
 
-/// The console of one callback session.
-#[derive(Debug)]
+/// The console of one callback session. `Debug` shows sizes and state only: the line being
+/// edited and the waiting input may hold a PIN.
 pub struct Console {
     cfg: ConsoleConfig,
     state: State,
@@ -140,10 +158,12 @@ pub struct Console {
     events: VecDeque<ConsoleEvent>,
     /// When the last byte was received (the idle timer counts from here).
     last_rx: Instant,
+    /// The latest `now` any input brought; the drain deadline of a `quit` processed from
+    /// [`Console::fill_tx`] (which has no `now`) counts from here.
+    latest: Instant,
     max_deadline: Instant,
 }
 
-#[derive(Debug)]
 enum State {
     LoginId,
     /// The ID typed; the PIN is being typed (never echoed).
@@ -180,6 +200,7 @@ impl Console {
             started: false,
             events: VecDeque::new(),
             last_rx: now,
+            latest: now,
             max_deadline,
         };
         let banner = console.cfg.banner.clone();
@@ -197,8 +218,9 @@ impl Console {
         if matches!(self.state, State::Closing { .. } | State::Closed) {
             return;
         }
+        self.observe(now);
         if !bytes.is_empty() {
-            self.last_rx = now;
+            self.last_rx = self.latest;
         }
         for &b in bytes {
             if self.rx.len() < RX_BUFFER_CAP {
@@ -253,6 +275,7 @@ impl Console {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe(now);
         match self.state {
             State::Closed => {}
             State::Closing { reason, deadline } => {
@@ -289,6 +312,7 @@ impl Console {
         if !matches!(self.state, State::AwaitingVerify) {
             return Err(self.unexpected("login result"));
         }
+        self.observe(now);
         match verified {
             Some(admin) if admin == self.cfg.expected_admin => {
                 self.started = true;
@@ -526,8 +550,8 @@ impl Console {
             }
             (Some("quit" | "exit"), None, _) => {
                 // No `now` here (input may be processed later, from `fill_tx`): the drain
-                // deadline counts from the last received byte.
-                self.close(self.last_rx, Reason::Hangup, "goodbye", false);
+                // deadline counts from the latest instant the console was told.
+                self.close(self.latest, Reason::Hangup, "goodbye", false);
             }
             _ => {
                 self.say(UNKNOWN_COMMAND);
@@ -552,6 +576,11 @@ impl Console {
             reason,
             deadline: later(now, DRAIN_MAX),
         };
+    }
+
+    /// Keeps `latest` monotonic even if the runtime passes an older `now`.
+    fn observe(&mut self, now: Instant) {
+        self.latest = self.latest.max(now);
     }
 
     fn idle_deadline(&self) -> Instant {
@@ -598,6 +627,53 @@ impl Console {
             State::Closing { .. } | State::Closed => "nothing (closing)",
         };
         ConsoleError::Unexpected { answer, waiting }
+    }
+}
+
+impl fmt::Debug for ConsoleEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsoleEvent::VerifyLogin { .. } => {
+                f.write_str("VerifyLogin { id: REDACTED, pin: REDACTED }")
+            }
+            ConsoleEvent::StatusRequest => f.write_str("StatusRequest"),
+            ConsoleEvent::AuditRequest { last } => write!(f, "AuditRequest {{ last: {last} }}"),
+            ConsoleEvent::SessionStarted { admin } => {
+                write!(f, "SessionStarted {{ admin: {admin} }}")
+            }
+            ConsoleEvent::Hangup { reason } => write!(f, "Hangup {{ reason: {reason:?} }}"),
+            ConsoleEvent::Ended { reason } => write!(f, "Ended {{ reason: {reason:?} }}"),
+        }
+    }
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::LoginId => "LoginId",
+            State::LoginPin { .. } => "LoginPin",
+            State::AwaitingVerify => "AwaitingVerify",
+            State::Command => "Command",
+            State::AwaitingStatus => "AwaitingStatus",
+            State::AwaitingAudit { .. } => "AwaitingAudit",
+            State::Closing { .. } => "Closing",
+            State::Closed => "Closed",
+        }
+    }
+}
+
+impl fmt::Debug for Console {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Console")
+            .field("state", &self.state.name())
+            .field("expected_admin", &self.cfg.expected_admin)
+            .field("failures", &self.failures)
+            .field("buffered", &self.tx.len())
+            .field("pending_lines", &self.stream.len())
+            .field("rx_waiting", &self.rx.len())
+            .field("rx_dropped", &self.rx_dropped)
+            .field("line_len", &self.line.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -969,7 +1045,95 @@ mod tests {
         assert!(out.contains("dialback> help\r\ncommands:"));
     }
 
+    #[test]
+    fn debug_output_shows_neither_the_pin_being_typed_nor_the_login_id() {
+        let t0 = Instant::now();
+        let mut c = Console::new(cfg(3), t0);
+        c.push_rx(t0, b"1234\r\n98765");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("1234") && !shown.contains("98765"),
+            "{shown}"
+        );
+        c.push_rx(t0, b"\r");
+        let shown = format!("{:?}", events(&mut c));
+        assert!(
+            !shown.contains("1234") && !shown.contains("98765"),
+            "{shown}"
+        );
+    }
+
+    /// A whole session (login, help, status, audit, unknown, quit) as one transcript.
+    fn transcript(script: &[u8], cuts: &[usize], budget: usize) -> (String, Vec<ConsoleEvent>) {
+        let t0 = Instant::now();
+        let mut c = Console::new(cfg(3), t0);
+        let mut out = Vec::new();
+        let mut evs = Vec::new();
+        let mut buf = vec![0u8; budget];
+        let mut bounds: Vec<usize> = cuts.iter().map(|&i| i % (script.len() + 1)).collect();
+        bounds.push(0);
+        bounds.push(script.len());
+        bounds.sort_unstable();
+        for w in bounds.windows(2) {
+            c.push_rx(t0, &script[w[0]..w[1]]);
+            loop {
+                let n = c.fill_tx(&mut buf);
+                out.extend_from_slice(&buf[..n]);
+                let mut progressed = n > 0;
+                while let Some(e) = c.poll_event() {
+                    progressed = true;
+                    match &e {
+                        ConsoleEvent::VerifyLogin { .. } => {
+                            c.login_result(t0, Some(admin(ADMIN))).unwrap()
+                        }
+                        ConsoleEvent::StatusRequest => c.provide_status("all idle").unwrap(),
+                        ConsoleEvent::AuditRequest { last } => c
+                            .provide_audit((0..*last + 3).map(|i| format!("event {i}")))
+                            .unwrap(),
+                        _ => {}
+                    }
+                    evs.push(e);
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+        (String::from_utf8(out).unwrap(), evs)
+    }
+
+    const SCRIPT: &[u8] =
+        b"1001\r\n4321\rhelp\nstatus\r\naudit 40\rbogus\x08\x7f\r\n\naudit\r\nquit\r\n";
+
     proptest! {
+        #[test]
+        fn output_is_the_same_however_input_is_chunked_and_output_is_taken(
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            budget in 1usize..300,
+        ) {
+            let reference = transcript(SCRIPT, &[], 4096);
+            prop_assert!(reference.0.ends_with("goodbye\r\n"));
+            prop_assert_eq!(transcript(SCRIPT, &cuts, budget), reference);
+        }
+
+        #[test]
+        fn no_pin_character_is_ever_written_back(
+            pin in "[0-9a-z#*]{1,20}",
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            budget in 1usize..64,
+        ) {
+            let mut script = b"1001\r".to_vec();
+            script.extend_from_slice(pin.as_bytes());
+            script.extend_from_slice(b"\r");
+            let (out, evs) = transcript(&script, &cuts, budget);
+            let after_id = out.split_once("PIN: ").map(|(_, rest)| rest.to_owned());
+            prop_assert_eq!(after_id.as_deref(), Some("\r\nwelcome, 1001\r\ntype help for commands\r\ndialback> "));
+            prop_assert_eq!(
+                &evs[0],
+                &ConsoleEvent::VerifyLogin { id: ADMIN.to_owned(), pin: Secret::new(&pin[..pin.len().min(LINE_IN_MAX)]) }
+            );
+        }
+
         #[test]
         fn arbitrary_input_never_panics_nor_grows_buffers_beyond_caps(
             chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..30),
