@@ -842,6 +842,49 @@ mod tests {
     }
 
     #[test]
+    fn real_verify_pin_refuses_a_valid_other_admin_and_admits_the_called_one() {
+        use crate::gate::pin::verify_pin;
+        // Both 1001 and 1002 have PIN 4321 in the test policy; the callback is for 1001.
+        let policy = crate::gate::policy::tests::policy();
+        let t0 = Instant::now();
+        let mut c = Console::new(cfg(3), t0);
+        let verify = |c: &mut Console, typed: &[u8]| {
+            c.push_rx(t0, typed);
+            let Some(ConsoleEvent::VerifyLogin { id, pin }) = c.poll_event() else {
+                panic!("no verify request");
+            };
+            c.login_result(t0, verify_pin(&policy, &id, &pin)).unwrap();
+            drain(c, 64)
+        };
+        drain(&mut c, 64);
+        assert!(verify(&mut c, b"1002\r4321\r").ends_with("Login incorrect\r\nlogin: "));
+        assert_eq!(events(&mut c), vec![]);
+        assert!(verify(&mut c, b"1001\r4321\r").contains("welcome, 1001"));
+        assert_eq!(
+            events(&mut c),
+            vec![ConsoleEvent::SessionStarted {
+                admin: admin(ADMIN)
+            }]
+        );
+    }
+
+    #[test]
+    fn config_comes_from_the_dialplan_modem_limits() {
+        let modem = crate::config::Modem {
+            modulations: Vec::new(),
+            target: crate::config::ModemTarget::Console,
+            tx_level_dbm0: -12,
+            idle_s: 300,
+            max_s: 3600,
+            login_tries: 3,
+        };
+        let c = ConsoleConfig::from_modem(&modem, admin(ADMIN), "hi".into());
+        assert_eq!(c.idle, Duration::from_secs(300));
+        assert_eq!(c.max, Duration::from_secs(3600));
+        assert_eq!(c.login_tries, 3);
+    }
+
+    #[test]
     fn pin_is_never_echoed_even_with_editing() {
         let t0 = Instant::now();
         let mut c = Console::new(cfg(3), t0);
