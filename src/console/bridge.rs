@@ -398,6 +398,32 @@ mod tests {
 
     proptest! {
         #[test]
+        fn what_is_accepted_comes_out_in_order_whatever_the_chunking(
+            ops in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..50), 0usize..40), 0..80),
+            cap in 1usize..64,
+        ) {
+            let t0 = Instant::now();
+            let mut b = Bridge::new(cfg(cap, cap), t0);
+            let (mut accepted_down, mut accepted_up) = (Vec::new(), Vec::new());
+            let (mut got_down, mut got_up) = (Vec::new(), Vec::new());
+            for (down, bytes, max) in &ops {
+                if *down {
+                    let n = b.push_from_target(t0, bytes);
+                    accepted_down.extend_from_slice(&bytes[..n]);
+                    got_up.extend(b.pull_to_target(*max));
+                } else {
+                    let n = b.push_from_line(t0, bytes);
+                    accepted_up.extend_from_slice(&bytes[..n]);
+                    got_down.extend(b.pull_to_line(*max));
+                }
+            }
+            got_down.extend(b.pull_to_line(usize::MAX));
+            got_up.extend(b.pull_to_target(usize::MAX));
+            prop_assert_eq!(got_down, accepted_down);
+            prop_assert_eq!(got_up, accepted_up);
+        }
+
+        #[test]
         fn buffers_never_exceed_their_caps(
             ops in proptest::collection::vec((0u8..6, proptest::collection::vec(any::<u8>(), 0..200), 0usize..300), 0..60),
             line_cap in 0usize..128,
