@@ -117,6 +117,10 @@ pub enum ConsoleEvent {
     StatusRequest,
     /// Answer [`Console::provide_audit`] with the last `last` audit lines, oldest first.
     AuditRequest { last: usize },
+    /// A login on the callback failed (`attempt` counts from 1): audit `EventCode::AuthFail`
+    /// with `Reason::BadCredentials`. What failed (ID, PIN, wrong administrator) is not told,
+    /// to the peer or here.
+    LoginFailed { attempt: u32 },
     /// The administrator logged in: audit `EventCode::SessionStart`.
     SessionStarted { admin: AdminId },
     /// Output is drained (or [`DRAIN_MAX`] passed): hang up the callback call. With
@@ -327,6 +331,9 @@ impl Console {
             // the same to the peer.
             _ => {
                 self.failures = self.failures.saturating_add(1);
+                self.events.push_back(ConsoleEvent::LoginFailed {
+                    attempt: self.failures,
+                });
                 self.say(LOGIN_INCORRECT);
                 if self.failures >= self.cfg.login_tries.max(1) {
                     self.close(
@@ -637,6 +644,9 @@ impl fmt::Debug for ConsoleEvent {
                 f.write_str("VerifyLogin { id: REDACTED, pin: REDACTED }")
             }
             ConsoleEvent::StatusRequest => f.write_str("StatusRequest"),
+            ConsoleEvent::LoginFailed { attempt } => {
+                write!(f, "LoginFailed {{ attempt: {attempt} }}")
+            }
             ConsoleEvent::AuditRequest { last } => write!(f, "AuditRequest {{ last: {last} }}"),
             ConsoleEvent::SessionStarted { admin } => {
                 write!(f, "SessionStarted {{ admin: {admin} }}")
@@ -749,12 +759,13 @@ mod tests {
         let mut out = drain(c, 64);
         c.push_rx(t, format!("{id}\r\n{pin}\r\n").as_bytes());
         out += &drain(c, 64);
+        // Earlier events (LoginFailed) stay queued for the test to check.
         assert_eq!(
-            events(c),
-            vec![ConsoleEvent::VerifyLogin {
+            c.events.pop_back(),
+            Some(ConsoleEvent::VerifyLogin {
                 id: id.to_owned(),
                 pin: Secret::new(pin)
-            }]
+            })
         );
         c.login_result(t, verified).unwrap();
         out += &drain(c, 64);
@@ -816,9 +827,14 @@ mod tests {
         let evs = events(&mut c);
         assert_eq!(
             evs,
-            vec![ConsoleEvent::Hangup {
-                reason: Reason::ReauthFailed
-            }],
+            vec![
+                ConsoleEvent::LoginFailed { attempt: 1 },
+                ConsoleEvent::LoginFailed { attempt: 2 },
+                ConsoleEvent::LoginFailed { attempt: 3 },
+                ConsoleEvent::Hangup {
+                    reason: Reason::ReauthFailed
+                }
+            ],
             "no Ended: no session started"
         );
         c.push_rx(t0, b"1001\r\n4321\r\n");
@@ -837,7 +853,14 @@ mod tests {
             other["dialback maintenance\r\nlogin: ".len()..],
             wrong.replace(ADMIN, "2002")
         );
-        assert_eq!(events(&mut c), vec![]);
+        assert_eq!(
+            events(&mut c),
+            vec![
+                ConsoleEvent::LoginFailed { attempt: 1 },
+                ConsoleEvent::LoginFailed { attempt: 2 }
+            ],
+            "the runtime learns no more than the peer about what failed"
+        );
         assert!(login(&mut c, t0, ADMIN, "4321", Some(admin(ADMIN))).contains("welcome"));
     }
 
@@ -858,7 +881,10 @@ mod tests {
         };
         drain(&mut c, 64);
         assert!(verify(&mut c, b"1002\r4321\r").ends_with("Login incorrect\r\nlogin: "));
-        assert_eq!(events(&mut c), vec![]);
+        assert_eq!(
+            events(&mut c),
+            vec![ConsoleEvent::LoginFailed { attempt: 1 }]
+        );
         assert!(verify(&mut c, b"1001\r4321\r").contains("welcome, 1001"));
         assert_eq!(
             events(&mut c),
