@@ -12,7 +12,11 @@
 //! everything the runtime must do through [`Console::poll_event`]. No clock reads, no sockets,
 //! no argon2 here: the PIN check is slow, so the console asks for it with
 //! [`ConsoleEvent::VerifyLogin`] and the runtime answers [`Console::login_result`] after
-//! `gate::pin::verify_pin`.
+//! `gate::pin::verify_pin`. The answer is the administrator `verify_pin` returned, not a bool:
+//! the console itself compares it with the administrator the callback was placed for, so a
+//! different administrator's valid credentials fail and no runtime path can skip that check.
+//! Every failure reads `Login incorrect`, whatever failed; after `login_tries` failures the
+//! console hangs up (`Reason::ReauthFailed`).
 //!
 //! Status and audit text come the same way: the console emits [`ConsoleEvent::StatusRequest`]
 //! or [`ConsoleEvent::AuditRequest`] and the runtime answers [`Console::provide_status`] or
