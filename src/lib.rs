@@ -20,9 +20,11 @@
 //! | `sdp`     | SDP offer/answer (RFC 3264) for G.711 audio and RFC 4733 events      |
 //! | `runtime` | tokio edges: one socket per trunk, timers, shutdown                  |
 //! | `modem`   | software modems: V.21, Bell 103, V.22, V.22bis, answer tones         |
+//! | `console` | the maintenance console on the callback modem; the `tcp:` byte pump  |
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod console;
 pub mod gate;
 pub mod media;
 pub mod modem;
