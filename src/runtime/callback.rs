@@ -20,7 +20,10 @@ use crate::gate::policy::AdminId;
 use crate::gate::WallTime;
 use crate::media::g711::Law;
 use crate::media::rtp::{RtpSendStream, Ssrc};
+use crate::modem::v22bis::{Rate, Role};
 use crate::runtime::audit::AuditLog;
+use crate::runtime::modem_media::{self, LineParams};
+use crate::runtime::session::{self, SessionSettings};
 use crate::sdp::{self, Codec, LocalMedia};
 use crate::sip::call::{CallConfig, CallEvent, FailReason, OnDiversion, OutgoingCall};
 use crate::sip::endpoint::{Endpoint, Event};
@@ -49,6 +52,11 @@ pub struct CallbackSettings {
     /// Local address for RTP and the port range to bind in.
     pub rtp_ip: IpAddr,
     pub rtp_ports: (u16, u16),
+    /// The modem and console session on answer; `None` holds the line with silence instead.
+    pub session: Option<SessionSettings>,
+    pub jitter: Duration,
+    /// The dialplan's modem section (the runtime builds `session` from it and the gate).
+    pub modem: crate::config::Modem,
 }
 
 impl std::fmt::Debug for CallbackSettings {
@@ -82,6 +90,7 @@ struct Media {
 }
 
 struct Active {
+    key: u64,
     order: CallbackOrder,
     next: usize,
     phase: Phase,
@@ -93,6 +102,9 @@ pub struct Callbacks {
     audit: Option<AuditLog>,
     finished: mpsc::Sender<AdminId>,
     active: Vec<Active>,
+    next_key: u64,
+    session_done_tx: mpsc::Sender<u64>,
+    session_done_rx: Option<mpsc::Receiver<u64>>,
 }
 
 impl Callbacks {
@@ -101,18 +113,41 @@ impl Callbacks {
         audit: Option<AuditLog>,
         finished: mpsc::Sender<AdminId>,
     ) -> Self {
+        let (session_done_tx, session_done_rx) = mpsc::channel(16);
         Callbacks {
             settings,
             audit,
             finished,
             active: Vec::new(),
+            next_key: 1,
+            session_done_tx,
+            session_done_rx: Some(session_done_rx),
+        }
+    }
+
+    /// The channel on which finished maintenance sessions report (the runtime waits on it).
+    pub fn take_session_done(&mut self) -> Option<mpsc::Receiver<u64>> {
+        self.session_done_rx.take()
+    }
+
+    /// A session ended: hang the callback up now.
+    pub fn session_done(&mut self, now: Instant, key: u64) {
+        for a in &mut self.active {
+            if a.key == key {
+                if let Phase::Calling { hangup_at, .. } = &mut a.phase {
+                    *hangup_at = Some(now);
+                }
+            }
         }
     }
 
     /// A new order from the gate.
     pub fn order(&mut self, now: Instant, order: CallbackOrder) {
         info!(admin = %order.admin.as_str(), numbers = order.numbers.len(), delay_ms = self.settings.delay.as_millis() as u64, "callback scheduled");
+        let key = self.next_key;
+        self.next_key += 1;
         self.active.push(Active {
+            key,
             order,
             next: 0,
             phase: Phase::Waiting(now + self.settings.delay),
@@ -279,6 +314,7 @@ impl Callbacks {
                 return;
             };
             let admin = a.order.admin.clone();
+            let key = a.key;
             let more = a.next < a.order.numbers.len();
             let Phase::Calling {
                 call,
@@ -298,6 +334,7 @@ impl Callbacks {
                     (EventCode::CallbackAborted, Some(Reason::Diversion), None)
                 }
                 CallEvent::Answered { remote_sdp } => {
+                    let mut session = false;
                     if let Some(m) = media.as_mut() {
                         match sdp::accept_answer(&m.local, &remote_sdp) {
                             Ok(neg) => {
@@ -305,20 +342,46 @@ impl Callbacks {
                                     Codec::Pcma => Law::Alaw,
                                     _ => Law::Ulaw,
                                 };
-                                m.task = Some(tokio::spawn(run_media(
-                                    m.socket.clone(),
-                                    neg.remote_addr,
-                                    law,
-                                    neg.payload_type,
-                                )));
+                                m.task = Some(match &self.settings.session {
+                                    Some(ss) => {
+                                        session = true;
+                                        start_session(
+                                            m.socket.clone(),
+                                            neg.remote_addr,
+                                            law,
+                                            neg.payload_type,
+                                            self.settings.jitter,
+                                            admin.clone(),
+                                            ss.clone(),
+                                            key,
+                                            self.session_done_tx.clone(),
+                                        )
+                                    }
+                                    None => tokio::spawn(run_media(
+                                        m.socket.clone(),
+                                        neg.remote_addr,
+                                        law,
+                                        neg.payload_type,
+                                    )),
+                                });
                             }
                             Err(e) => warn!(error = %e, "callback answer SDP unusable; no media"),
                         }
                     }
-                    *hangup_at = Some(now + hold);
-                    info!(admin = %admin.as_str(), hold_s = hold.as_secs(), "callback answered");
-                    record(&self.audit, EventCode::CallbackAnswered, &admin, None).await;
-                    (EventCode::SessionStart, None, None)
+                    info!(admin = %admin.as_str(), session, "callback answered");
+                    if session {
+                        // The session ends the call; its own limits bound it, this is a backstop.
+                        let max =
+                            self.settings.session.as_ref().map_or(hold, |s| {
+                                Duration::from_secs(u64::from(s.modem.max_s) + 60)
+                            });
+                        *hangup_at = Some(now + max);
+                        (EventCode::CallbackAnswered, None, None)
+                    } else {
+                        *hangup_at = Some(now + hold);
+                        record(&self.audit, EventCode::CallbackAnswered, &admin, None).await;
+                        (EventCode::SessionStart, None, None)
+                    }
                 }
                 CallEvent::Failed { reason } => {
                     if let Some(t) = media.as_mut().and_then(|m| m.task.take()) {
@@ -420,6 +483,44 @@ pub(crate) async fn bind_rtp(
         std::io::ErrorKind::AddrInUse,
         format!("no free even port in {low}..={high}"),
     ))
+}
+
+/// Start the calling modem and the console session; report `key` when it ends.
+#[allow(clippy::too_many_arguments)]
+fn start_session(
+    socket: std::sync::Arc<UdpSocket>,
+    remote: SocketAddr,
+    law: Law,
+    pt: u8,
+    jitter: Duration,
+    admin: AdminId,
+    ss: SessionSettings,
+    key: u64,
+    done: mpsc::Sender<u64>,
+) -> JoinHandle<()> {
+    let max_rate = match ss.modem.modulations.first() {
+        Some(crate::config::Modulation::V22) => Rate::R1200,
+        _ => Rate::R2400,
+    };
+    let params = LineParams {
+        remote,
+        law,
+        payload_type: pt,
+        role: Role::Caller,
+        max_rate,
+        tx_level_dbm0: f32::from(ss.modem.tx_level_dbm0),
+        jitter,
+    };
+    tokio::spawn(async move {
+        match modem_media::spawn(socket, params) {
+            Ok(line) => {
+                let reason = session::run(line, admin.clone(), ss).await;
+                info!(admin = %admin.as_str(), reason = ?reason, "maintenance session over");
+            }
+            Err(e) => warn!(error = %e, "modem configuration refused"),
+        }
+        let _ = done.send(key).await;
+    })
 }
 
 /// Send G.711 silence every 20 ms and drain what arrives, until aborted.

@@ -123,6 +123,11 @@ impl Gate {
         }))
     }
 
+    /// The policy, shared with the console's re-login on the callback leg.
+    pub fn policy(&self) -> std::sync::Arc<Policy> {
+        std::sync::Arc::new(self.policy.clone())
+    }
+
     /// The DTMF call flow's settings from the policy (pattern, tries).
     pub fn flow_config(&self) -> crate::gate::signal::FlowConfig {
         crate::gate::signal::FlowConfig::from_policy(&self.policy)

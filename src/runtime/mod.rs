@@ -9,6 +9,7 @@ pub mod gate;
 pub mod incoming;
 pub mod modem_media;
 pub mod plan;
+pub mod session;
 pub mod state;
 mod tcp;
 
@@ -113,6 +114,7 @@ pub async fn run(
     let (dtmf_tx, dtmf_rx) = mpsc::channel::<gate::DtmfRequest>(gate::GATE_QUEUE);
     let audit = gate.as_ref().map(|g| g.audit_log());
     let flow = gate.as_ref().map(|g| g.flow_config());
+    let policy = gate.as_ref().map(|g| g.policy());
     let with_gate = gate.is_some();
     let app = gate.map(|g| {
         let (tx, rx) = mpsc::channel(gate::GATE_QUEUE);
@@ -133,9 +135,19 @@ pub async fn run(
         };
         let orders = match (spec.endpoint.kind, &spec.callbacks, with_gate) {
             (TrunkKind::Originate, Some(settings), true) => order_rx.take().map(|rx| {
+                let mut settings = settings.clone();
+                if let (crate::config::ModemTarget::Console, Some(policy)) =
+                    (&settings.modem.target, &policy)
+                {
+                    settings.session = Some(session::SessionSettings {
+                        modem: settings.modem.clone(),
+                        policy: policy.clone(),
+                        audit: audit.clone(),
+                    });
+                }
                 (
                     rx,
-                    callback::Callbacks::new(settings.clone(), audit.clone(), finished_tx.clone()),
+                    callback::Callbacks::new(settings, audit.clone(), finished_tx.clone()),
                 )
             }),
             _ => None,
@@ -184,6 +196,7 @@ async fn trunk_task(
         Some((rx, cb)) => (Some(rx), Some(cb)),
         None => (None, None),
     };
+    let mut session_done_rx = callbacks.as_mut().and_then(|c| c.take_session_done());
     let kind = spec.endpoint.kind;
     let limits = spec.endpoint.limits;
     let aor = spec.registration.as_ref().map(|r| r.config.aor.clone());
@@ -300,6 +313,11 @@ async fn trunk_task(
             Some(order) = async { order_rx.as_mut()?.recv().await }, if order_rx.is_some() => {
                 if let Some(cb) = callbacks.as_mut() {
                     cb.order(Instant::now(), order);
+                }
+            }
+            Some(key) = async { session_done_rx.as_mut()?.recv().await }, if session_done_rx.is_some() => {
+                if let Some(cb) = callbacks.as_mut() {
+                    cb.session_done(Instant::now(), key);
                 }
             }
             Some(r) = reply_rx.recv() => {

@@ -202,6 +202,9 @@ async fn callback_settings(d: &Dialplan) -> Result<CallbackSettings, PlanError> 
         answered_hold: Duration::from_secs(u64::from(d.callback.answered_hold_s)),
         rtp_ip: o.listen.ip(),
         rtp_ports: d.media.rtp_ports,
+        session: None,
+        jitter: Duration::from_millis(u64::from(d.media.jitter_ms)),
+        modem: d.modem.clone(),
     })
 }
 

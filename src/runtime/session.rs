@@ -1,0 +1,178 @@
+//! The maintenance session on an answered callback (DESIGN.md steps 6–7, issue 5): the gate
+//! is the calling V.22bis modem; once it connects, the built-in console asks the
+//! administrator to log in again (the callback leg is never trusted on a bare answer), then
+//! serves `status`, `audit`, `help`, `quit`. Session start and end, and failed re-logins, are
+//! audited. The task returns when the session is over; the caller then hangs up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use crate::config;
+use crate::console::{Console, ConsoleConfig, ConsoleEvent};
+use crate::gate::audit::{AuditRecord, EventCode, Reason, Transport, Trunk};
+use crate::gate::pin::verify_pin;
+use crate::gate::policy::{AdminId, Policy};
+use crate::gate::WallTime;
+use crate::runtime::audit::AuditLog;
+use crate::runtime::modem_media::{LineEvent, ModemLine};
+
+/// How long the modem may take to connect after answer (answer tone + training).
+const CONNECT_WITHIN: Duration = Duration::from_secs(20);
+/// Bytes handed to the modem per write.
+const TX_CHUNK: usize = 64;
+
+/// What the session needs besides the line.
+#[derive(Clone)]
+pub struct SessionSettings {
+    pub modem: config::Modem,
+    pub policy: Arc<Policy>,
+    pub audit: Option<AuditLog>,
+}
+
+/// Run the console over `line` for `admin` until it ends; returns why.
+pub async fn run(mut line: ModemLine, admin: AdminId, s: SessionSettings) -> Reason {
+    // Wait for CONNECT.
+    let connected = tokio::time::timeout(CONNECT_WITHIN, async {
+        while let Some(ev) = line.events.recv().await {
+            match ev {
+                LineEvent::Connected { rate_bps } => return Some(rate_bps),
+                LineEvent::CarrierLost => return None,
+                LineEvent::Data(_) => {}
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(rate) = connected else {
+        warn!(admin = %admin.as_str(), "modem did not train");
+        return Reason::ModemTrainingFailed;
+    };
+    info!(admin = %admin.as_str(), rate, "CONNECT {rate}");
+    let banner = format!("dialback maintenance console (CONNECT {rate})");
+    let mut console = Console::new(
+        ConsoleConfig::from_modem(&s.modem, admin.clone(), banner),
+        Instant::now(),
+    );
+    let mut end = Reason::Hangup;
+    loop {
+        // Output to the line, as fast as the modem takes it (the channel is bounded).
+        loop {
+            let out = console.poll_tx(TX_CHUNK);
+            if out.is_empty() {
+                break;
+            }
+            if line.tx.send(out).await.is_err() {
+                return Reason::CarrierLost;
+            }
+        }
+        let mut handled = false;
+        while let Some(ev) = console.poll_event() {
+            handled = true;
+            match ev {
+                ConsoleEvent::VerifyLogin { id, pin } => {
+                    let policy = s.policy.clone();
+                    let verified =
+                        tokio::task::spawn_blocking(move || verify_pin(&policy, &id, &pin))
+                            .await
+                            .unwrap_or(None);
+                    let _ = console.login_result(Instant::now(), verified);
+                }
+                ConsoleEvent::StatusRequest => {
+                    let text = format!(
+                        "session: admin {} over V.22bis {rate} bit/s\r\ncallback trunk: originate",
+                        admin.as_str()
+                    );
+                    let _ = console.provide_status(&text);
+                }
+                ConsoleEvent::AuditRequest { last } => {
+                    let lines = recent_audit(&s.audit, last).await;
+                    let _ = console.provide_audit(lines);
+                }
+                ConsoleEvent::LoginFailed { .. } => {
+                    record(
+                        &s.audit,
+                        EventCode::AuthFail,
+                        &admin,
+                        Some(Reason::ReauthFailed),
+                    )
+                    .await;
+                }
+                ConsoleEvent::SessionStarted { .. } => {
+                    record(&s.audit, EventCode::SessionStart, &admin, None).await;
+                }
+                ConsoleEvent::Hangup { reason } | ConsoleEvent::Ended { reason } => {
+                    end = reason;
+                    // Let the last bytes leave before the caller hangs up.
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    return end;
+                }
+            }
+        }
+        if handled {
+            // Answers to events may have queued output: send it before waiting.
+            continue;
+        }
+        let wake = console
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            ev = line.events.recv() => match ev {
+                Some(LineEvent::Data(bytes)) => console.push_rx(Instant::now(), &bytes),
+                Some(LineEvent::CarrierLost) | None => {
+                    console.end(Reason::CarrierLost);
+                    end = Reason::CarrierLost;
+                }
+                Some(LineEvent::Connected { .. }) => {}
+            },
+            _ = tokio::time::sleep_until(wake) => console.handle_timeout(Instant::now()),
+        }
+        if console.is_closed() {
+            return end;
+        }
+    }
+}
+
+/// The last `n` audit lines, for the console's `audit` command.
+async fn recent_audit(audit: &Option<AuditLog>, n: usize) -> Vec<String> {
+    let Some(log) = audit else { return Vec::new() };
+    let path = log.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let skip = lines.len().saturating_sub(n);
+        lines.into_iter().skip(skip).collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+async fn record(
+    audit: &Option<AuditLog>,
+    event: EventCode,
+    admin: &AdminId,
+    reason: Option<Reason>,
+) {
+    let Some(log) = audit else { return };
+    let rec = AuditRecord {
+        event,
+        time: WallTime(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        ),
+        trunk: Trunk::Originate,
+        transport: Transport::Udp,
+        source: None,
+        admin: Some(admin.clone()),
+        reason,
+    };
+    if let Err(e) = log.record(&rec).await {
+        warn!(error = %e, "audit write failed");
+    }
+}

@@ -1,0 +1,240 @@
+//! The whole loop up to the console (issues 4 and 5): MAINTAIN-1 through Kamailio → callback
+//! to the phone registered as admin 1's number → the gate's calling V.22bis modem trains with
+//! our answering modem running on the phone's RTP socket → the console asks for a login again
+//! (the callback leg is never trusted on a bare answer) → `status` → `quit` → BYE. Also: a
+//! login with another admin's valid credentials is refused.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialback::media::g711::Law;
+use dialback::modem::v22bis::{Rate, Role};
+use dialback::runtime::modem_media::{self, LineEvent, LineParams, ModemLine};
+use serde_json::{json, Value};
+use support::dialback::{free_port, Gate};
+use support::kamailio::Kamailio;
+use support::sipp::Sipp;
+use support::uac::{self, Register};
+
+const SUBSCRIBERS: &[(&str, &str)] = &[
+    ("gate-user", "user-pw"),
+    ("gate-admin", "admin-pw"),
+    ("gate-out", "out-pw"),
+    ("1001", "phone-pw"),
+];
+const ENV: &[(&str, &str)] = &[
+    ("T_USER_PW", "user-pw"),
+    ("T_ADMIN_PW", "admin-pw"),
+    ("T_OUT_PW", "out-pw"),
+];
+
+fn dialplan(k: &Kamailio) -> Value {
+    let example: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dialplans/example.json"
+        ))
+        .expect("example"),
+    )
+    .expect("json");
+    let mut admins = example["admins"].clone();
+    admins[0]["numbers"] = json!([format!("sip:1001@127.0.0.1:{}", k.port())]);
+    let pbx = k.sip_uri();
+    json!({
+        "trunks": {
+            "user": { "listen": format!("127.0.0.1:{}", free_port()), "register": false, "aor": "sip:gate-user@127.0.0.1" },
+            "admin": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
+                       "aor": "sip:gate-admin@127.0.0.1", "auth_username": "gate-admin", "password_env": "T_ADMIN_PW" },
+            "originate": { "listen": format!("127.0.0.1:{}", free_port()), "proxy": pbx,
+                           "from": "sip:gate-out@127.0.0.1", "auth_username": "gate-out", "password_env": "T_OUT_PW" }
+        },
+        "admins": admins,
+        "security": { "digest_algorithms": ["MD5"] },
+        "callback": { "delay_ms": 300, "ring_timeout_s": 5 },
+        "modem": { "modulations": ["v22bis"], "target": "console", "idle_s": 30, "max_s": 120, "login_tries": 2 }
+    })
+}
+
+fn maintain(k: &Kamailio) -> Option<i32> {
+    let mut file = tempfile::NamedTempFile::new().expect("temp");
+    let to = k.sip_addr();
+    let body = "MAINTAIN-1";
+    write!(
+        file,
+        "MESSAGE sip:gate-admin@{to} SIP/2.0\r\nFrom: <sip:roaming-admin@127.0.0.1>;tag=m1\r\nTo: <sip:gate-admin@{to}>\r\nCall-ID: modem-{}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        std::process::id(),
+        body.len()
+    )
+    .expect("write");
+    Command::new("sipsak")
+        .arg("-f")
+        .arg(file.path())
+        .arg("-s")
+        .arg(format!("sip:gate-admin@{to}"))
+        .args(["-u", "1001", "-a", "demo-secret-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipsak")
+        .code()
+}
+
+/// Read from the line until `needle` has appeared; returns everything read.
+async fn read_until(line: &mut ModemLine, needle: &str, within: Duration) -> String {
+    let mut seen = String::new();
+    let end = tokio::time::Instant::now() + within;
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(end, line.events.recv()).await {
+            Ok(Some(LineEvent::Data(d))) => seen.push_str(&String::from_utf8_lossy(&d)),
+            Ok(Some(LineEvent::Connected { .. })) => {}
+            other => panic!("waiting for {needle:?}: {other:?}; so far {seen:?}"),
+        }
+    }
+    seen
+}
+
+async fn session(pin: &str, id: &str) -> (Gate, support::sipp::SippOutcome, String) {
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    let rtp = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("rtp"),
+    );
+    let rtp_port = rtp.local_addr().expect("addr").port();
+    let phone = Sipp::scenario("uas_answer_modem.xml")
+        .var("modem_port", &rtp_port.to_string())
+        .timeout(Duration::from_secs(90))
+        .serve()
+        .expect("phone");
+    uac::register(&Register::new(
+        k.sip_addr(),
+        "1001",
+        "phone-pw",
+        &format!("sip:1001@127.0.0.1:{}", phone.port()),
+    ))
+    .expect("phone registers");
+    let gate = Gate::start(dialplan(&k), ENV).expect("dialback starts");
+    assert!(
+        k.wait_registered("gate-admin", Duration::from_secs(10)),
+        "{}",
+        gate.log()
+    );
+    assert_eq!(maintain(&k), Some(0), "{}", gate.log());
+    // The administrator's answering modem on the phone's RTP socket; the far address is
+    // learned from the gate's first packets (symmetric RTP).
+    let mut line = modem_media::spawn(
+        rtp,
+        LineParams {
+            remote: "0.0.0.0:0".parse().expect("addr"),
+            law: Law::Ulaw,
+            payload_type: 0,
+            role: Role::Answerer,
+            max_rate: Rate::R2400,
+            tx_level_dbm0: -13.0,
+            jitter: Duration::from_millis(60),
+        },
+    )
+    .expect("answerer");
+    let mut transcript = read_until(&mut line, "login: ", Duration::from_secs(30)).await;
+    line.tx
+        .send(format!("{id}\r").into_bytes())
+        .await
+        .expect("tx");
+    transcript += &read_until(&mut line, "PIN: ", Duration::from_secs(10)).await;
+    line.tx
+        .send(format!("{pin}\r").into_bytes())
+        .await
+        .expect("tx");
+    if pin == "2468" && id == "1001" {
+        transcript += &read_until(&mut line, "dialback> ", Duration::from_secs(15)).await;
+        line.tx.send(b"status\r".to_vec()).await.expect("tx");
+        transcript += &read_until(&mut line, "dialback> ", Duration::from_secs(15)).await;
+        line.tx.send(b"quit\r".to_vec()).await.expect("tx");
+    } else {
+        transcript += &read_until(&mut line, "Login incorrect", Duration::from_secs(15)).await;
+        for _ in 0..2 {
+            if let Ok(Some(LineEvent::Data(d))) =
+                tokio::time::timeout(Duration::from_secs(5), line.events.recv()).await
+            {
+                transcript.push_str(&String::from_utf8_lossy(&d));
+            }
+            line.tx
+                .send(format!("{id}\r{pin}\r").into_bytes())
+                .await
+                .expect("tx");
+        }
+    }
+    let outcome = tokio::task::spawn_blocking(move || phone.wait())
+        .await
+        .expect("join");
+    (gate, outcome, transcript)
+}
+
+fn audit_events(gate: &Gate) -> Vec<String> {
+    std::fs::read_to_string(gate.dir().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            format!(
+                "{}{}",
+                v["event"].as_str().unwrap_or(""),
+                v["reason"]
+                    .as_str()
+                    .map(|r| format!(":{r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_trains_v22bis_and_the_console_logs_in_again_then_quits() {
+    let (gate, outcome, transcript) = session("2468", "1001").await;
+    assert!(transcript.contains("CONNECT 2400"), "{transcript}");
+    assert!(
+        transcript.contains("V.22bis 2400"),
+        "status output: {transcript}"
+    );
+    assert!(
+        !transcript.contains("2468"),
+        "the PIN is not echoed: {transcript}"
+    );
+    assert!(
+        outcome.passed(),
+        "the gate hung up after quit: {}",
+        outcome.report()
+    );
+    let events = audit_events(&gate);
+    for e in [
+        "signal.ok",
+        "callback.placed",
+        "callback.answered",
+        "session.start",
+        "session.end:hangup",
+    ] {
+        assert!(events.iter().any(|x| x == e), "{e} in {events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_console_refuses_another_admins_credentials() {
+    let (gate, outcome, transcript) = session("1357", "1002").await;
+    assert!(transcript.contains("Login incorrect"), "{transcript}");
+    assert!(!transcript.contains("dialback> "), "no shell: {transcript}");
+    assert!(
+        outcome.passed(),
+        "hung up after the tries: {}",
+        outcome.report()
+    );
+    let events = audit_events(&gate);
+    assert!(
+        events.iter().any(|x| x == "auth.fail:reauth_failed"),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|x| x == "session.start"), "{events:?}");
+}
