@@ -40,6 +40,10 @@ use crate::sip::validate::{parse_name_addr, split_list, RequestInfo};
 /// Methods we name in Allow on the callback dialog.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, INFO";
 
+/// Delay between the ACK for a 2xx and a BYE we owe right away (abort on diversion, CANCEL
+/// crossing the 2xx): enough for the ACK to leave a proxy's queue first.
+const BYE_AFTER_ACK: Duration = Duration::from_millis(200);
+
 /// Challenges answered per request before giving up (a wrong password is not retried forever).
 const MAX_AUTH_TRIES: u32 = 2;
 
@@ -187,6 +191,9 @@ pub struct OutgoingCall {
     ring_deadline: Option<Instant>,
     /// RFC 3261 §9.1: after CANCEL, give the INVITE 64·T1 to end.
     cancel_deadline: Option<Instant>,
+    /// A BYE that waits a moment after its ACK, so a multi-worker proxy cannot deliver it
+    /// first (the far end would see a BYE for a dialog it thinks is unconfirmed).
+    bye_due: Option<Instant>,
     pending: Option<Outcome>,
     diverted: bool,
     remote_tag: Option<String>,
@@ -221,6 +228,7 @@ impl OutgoingCall {
             bye_auth_tries: 0,
             ring_deadline: None,
             cancel_deadline: None,
+            bye_due: None,
             pending: None,
             diverted: false,
             remote_tag: None,
@@ -313,8 +321,12 @@ impl OutgoingCall {
         }
     }
 
-    /// Fire the call's timers due at `now` (ring timeout, CANCEL guard).
+    /// Fire the call's timers due at `now` (ring timeout, CANCEL guard, deferred BYE).
     pub fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
+        if self.bye_due.is_some_and(|t| t <= now) {
+            self.bye_due = None;
+            self.send_bye(now, ep, None);
+        }
         match self.state {
             State::Calling | State::Early if self.ring_deadline.is_some_and(|d| d <= now) => {
                 self.ring_deadline = None;
@@ -336,10 +348,14 @@ impl OutgoingCall {
 
     /// When [`OutgoingCall::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
+        let state_timer = match self.state {
             State::Calling | State::Early => self.ring_deadline,
             State::Cancelling => self.cancel_deadline,
             _ => None,
+        };
+        match (state_timer, self.bye_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -495,10 +511,10 @@ impl OutgoingCall {
         self.cancel_deadline = None;
         if self.pending.is_some() {
             // CANCEL crossed the 2xx (RFC 3261 §9.1): the call is up, so end it with BYE.
-            self.send_bye(now, ep, None);
+            self.bye_due = Some(now + BYE_AFTER_ACK);
         } else if abort {
             self.pending = Some(Outcome::Failed(FailReason::Diverted));
-            self.send_bye(now, ep, None);
+            self.bye_due = Some(now + BYE_AFTER_ACK);
         } else {
             self.state = State::Confirmed;
             self.events.push_back(CallEvent::Answered {
@@ -1350,6 +1366,7 @@ mod tests {
             "<sip:1001@127.0.0.1>;reason=unconditional".into(),
         ));
         w.far_respond(id, &inv, 200, extras);
+        w.advance(w.now + BYE_AFTER_ACK);
         assert!(
             matches!(&w.events[0], CallEvent::Diverted { header } if header.starts_with("Diversion:"))
         );
@@ -1567,6 +1584,7 @@ mod tests {
         // The phone answered before it saw the CANCEL (RFC 3261 §9.1 race): 200, not 487.
         w.far_respond(id, &inv, 200, answer_200(false));
         assert_eq!(w.sent(Method::Ack).len(), 1);
+        w.advance(w.now + BYE_AFTER_ACK);
         let (bid, bye) = w.far_request(Method::Bye);
         w.far_respond(bid, &bye, 200, Extras::default());
         assert!(!w
