@@ -97,7 +97,8 @@ fn dialplan(k: &Kamailio, callback: Value) -> Value {
         },
         "admins": admins,
         "security": { "digest_algorithms": ["MD5"] },
-        "callback": cb
+        "callback": cb,
+        "modem": { "connect_timeout_s": 2 }
     })
 }
 
@@ -353,7 +354,11 @@ fn two_triggers_at_once_for_one_admin_place_one_callback() {
     let phone = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
     let _ = maintain_at_once(&k, ADMIN_1, ADMIN_1);
     assert!(
-        wait_for(&gate, "session.end:hangup", Duration::from_secs(20)),
+        wait_for(
+            &gate,
+            "session.end:modem_training_failed",
+            Duration::from_secs(20)
+        ),
         "{:?}\n{}",
         audit_events(&gate),
         gate.log()
@@ -381,7 +386,12 @@ fn two_admins_at_once_get_two_callbacks() {
     let (a, b) = maintain_at_once(&k, ADMIN_1, ADMIN_2);
     assert_eq!((a, b), (Some(0), Some(0)), "{}", gate.log());
     assert!(
-        wait_for_n(&gate, "session.end:hangup", 2, Duration::from_secs(20)),
+        wait_for_n(
+            &gate,
+            "session.end:modem_training_failed",
+            2,
+            Duration::from_secs(20)
+        ),
         "{:?}\n{}",
         audit_events(&gate),
         gate.log()
@@ -403,7 +413,11 @@ fn second_trigger_within_the_hour_is_rate_limited() {
     let phone = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
     assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
     assert!(
-        wait_for(&gate, "session.end:hangup", Duration::from_secs(20)),
+        wait_for(
+            &gate,
+            "session.end:modem_training_failed",
+            Duration::from_secs(20)
+        ),
         "{:?}\n{}",
         audit_events(&gate),
         gate.log()
@@ -494,7 +508,11 @@ fn inbound_invite_on_the_originate_trunk_during_a_callback_is_refused_and_the_ca
         gate.log()
     );
     assert!(
-        wait_for(&gate, "session.end:hangup", Duration::from_secs(15)),
+        wait_for(
+            &gate,
+            "session.end:modem_training_failed",
+            Duration::from_secs(15)
+        ),
         "{:?}\n{}",
         audit_events(&gate),
         gate.log()
@@ -576,7 +594,11 @@ fn after_a_302_the_next_dialplan_number_is_called_not_the_redirect_target() {
     assert!(k.wait_registered("gate-admin", Duration::from_secs(10)));
     assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
     assert!(
-        wait_for(&gate, "session.end:hangup", Duration::from_secs(20)),
+        wait_for(
+            &gate,
+            "session.end:modem_training_failed",
+            Duration::from_secs(20)
+        ),
         "{:?}\n{}",
         audit_events(&gate),
         gate.log()
@@ -641,7 +663,11 @@ fn answer_with_history_info_of_a_plain_registrar_lookup_is_not_a_diversion() {
     );
     assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
     assert!(
-        wait_for(&gate, "session.end:hangup", Duration::from_secs(15)),
+        wait_for(
+            &gate,
+            "session.end:modem_training_failed",
+            Duration::from_secs(15)
+        ),
         "{:?}\n{}",
         audit_events(&gate),
         gate.log()

@@ -369,4 +369,7 @@ pub struct Modem {
     pub max_s: u32,
     /// Re-authentication attempts over the modem link. Default 3, positive.
     pub login_tries: u32,
+    /// Seconds from answer to CONNECT before the callback is ended as a modem training
+    /// failure (a voice answer, a fax, a voicemail). Default 20, 1..=120.
+    pub connect_timeout_s: u32,
 }

@@ -299,6 +299,7 @@ pub(crate) struct RawModem {
     pub idle_s: u32,
     pub max_s: u32,
     pub login_tries: u32,
+    pub connect_timeout_s: u32,
 }
 
 impl Default for RawModem {
@@ -315,6 +316,7 @@ impl Default for RawModem {
             idle_s: 300,
             max_s: 3600,
             login_tries: 3,
+            connect_timeout_s: 20,
         }
     }
 }

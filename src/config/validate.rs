@@ -804,6 +804,12 @@ impl Validator<'_> {
         }
         self.at_least("$.modem.idle_s", raw.idle_s, 1);
         self.at_least("$.modem.login_tries", raw.login_tries, 1);
+        self.within(
+            "$.modem.connect_timeout_s",
+            raw.connect_timeout_s.into(),
+            1,
+            120,
+        );
         if raw.max_s < raw.idle_s {
             self.err(
                 "$.modem.max_s",
@@ -824,6 +830,7 @@ impl Validator<'_> {
             idle_s: raw.idle_s,
             max_s: raw.max_s,
             login_tries: raw.login_tries,
+            connect_timeout_s: raw.connect_timeout_s,
         })
     }
 }

@@ -91,6 +91,8 @@ struct Media {
 
 struct Active {
     key: u64,
+    /// Why the maintenance session ended, once it has.
+    session_end: Option<Reason>,
     order: CallbackOrder,
     next: usize,
     phase: Phase,
@@ -103,8 +105,8 @@ pub struct Callbacks {
     finished: mpsc::Sender<AdminId>,
     active: Vec<Active>,
     next_key: u64,
-    session_done_tx: mpsc::Sender<u64>,
-    session_done_rx: Option<mpsc::Receiver<u64>>,
+    session_done_tx: mpsc::Sender<(u64, Reason)>,
+    session_done_rx: Option<mpsc::Receiver<(u64, Reason)>>,
 }
 
 impl Callbacks {
@@ -126,14 +128,15 @@ impl Callbacks {
     }
 
     /// The channel on which finished maintenance sessions report (the runtime waits on it).
-    pub fn take_session_done(&mut self) -> Option<mpsc::Receiver<u64>> {
+    pub fn take_session_done(&mut self) -> Option<mpsc::Receiver<(u64, Reason)>> {
         self.session_done_rx.take()
     }
 
     /// A session ended: hang the callback up now.
-    pub fn session_done(&mut self, now: Instant, key: u64) {
+    pub fn session_done(&mut self, now: Instant, key: u64, reason: Reason) {
         for a in &mut self.active {
             if a.key == key {
+                a.session_end = Some(reason);
                 if let Phase::Calling { hangup_at, .. } = &mut a.phase {
                     *hangup_at = Some(now);
                 }
@@ -148,6 +151,7 @@ impl Callbacks {
         self.next_key += 1;
         self.active.push(Active {
             key,
+            session_end: None,
             order,
             next: 0,
             phase: Phase::Waiting(now + self.settings.delay),
@@ -315,6 +319,7 @@ impl Callbacks {
             };
             let admin = a.order.admin.clone();
             let key = a.key;
+            let session_end = a.session_end;
             let more = a.next < a.order.numbers.len();
             let Phase::Calling {
                 call,
@@ -411,7 +416,7 @@ impl Callbacks {
                     info!(admin = %admin.as_str(), by_remote, "callback ended");
                     (
                         EventCode::SessionEnd,
-                        Some(Reason::Hangup),
+                        Some(session_end.unwrap_or(Reason::Hangup)),
                         Some(Phase::Done),
                     )
                 }
@@ -496,7 +501,7 @@ fn start_session(
     admin: AdminId,
     ss: SessionSettings,
     key: u64,
-    done: mpsc::Sender<u64>,
+    done: mpsc::Sender<(u64, Reason)>,
 ) -> JoinHandle<()> {
     let max_rate = match ss.modem.modulations.first() {
         Some(crate::config::Modulation::V22) => Rate::R1200,
@@ -512,14 +517,18 @@ fn start_session(
         jitter,
     };
     tokio::spawn(async move {
-        match modem_media::spawn(socket, params) {
+        let reason = match modem_media::spawn(socket, params) {
             Ok(line) => {
                 let reason = session::run(line, admin.clone(), ss).await;
                 info!(admin = %admin.as_str(), reason = ?reason, "maintenance session over");
+                reason
             }
-            Err(e) => warn!(error = %e, "modem configuration refused"),
-        }
-        let _ = done.send(key).await;
+            Err(e) => {
+                warn!(error = %e, "modem configuration refused");
+                Reason::ModemTrainingFailed
+            }
+        };
+        let _ = done.send((key, reason)).await;
     })
 }
 

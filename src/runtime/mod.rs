@@ -315,9 +315,9 @@ async fn trunk_task(
                     cb.order(Instant::now(), order);
                 }
             }
-            Some(key) = async { session_done_rx.as_mut()?.recv().await }, if session_done_rx.is_some() => {
+            Some((key, reason)) = async { session_done_rx.as_mut()?.recv().await }, if session_done_rx.is_some() => {
                 if let Some(cb) = callbacks.as_mut() {
-                    cb.session_done(Instant::now(), key);
+                    cb.session_done(Instant::now(), key, reason);
                 }
             }
             Some(r) = reply_rx.recv() => {

@@ -18,8 +18,6 @@ use crate::gate::WallTime;
 use crate::runtime::audit::AuditLog;
 use crate::runtime::modem_media::{LineEvent, ModemLine};
 
-/// How long the modem may take to connect after answer (answer tone + training).
-const CONNECT_WITHIN: Duration = Duration::from_secs(20);
 /// Bytes handed to the modem per write.
 const TX_CHUNK: usize = 64;
 
@@ -34,7 +32,8 @@ pub struct SessionSettings {
 /// Run the console over `line` for `admin` until it ends; returns why.
 pub async fn run(mut line: ModemLine, admin: AdminId, s: SessionSettings) -> Reason {
     // Wait for CONNECT.
-    let connected = tokio::time::timeout(CONNECT_WITHIN, async {
+    let within = Duration::from_secs(u64::from(s.modem.connect_timeout_s));
+    let connected = tokio::time::timeout(within, async {
         while let Some(ev) = line.events.recv().await {
             match ev {
                 LineEvent::Connected { rate_bps } => return Some(rate_bps),
