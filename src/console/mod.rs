@@ -907,6 +907,7 @@ mod tests {
             idle_s: 300,
             max_s: 3600,
             login_tries: 3,
+            connect_timeout_s: 20,
         };
         let c = ConsoleConfig::from_modem(&modem, admin(ADMIN), "hi".into());
         assert_eq!(c.idle, Duration::from_secs(300));
