@@ -30,6 +30,13 @@ enum Command {
         /// Dialplan file (JSON).
         file: PathBuf,
     },
+    /// The whole loop on loopback, no PBX and no setup: the gate and an administrator in one
+    /// process; MAINTAIN-1, callback, modem training, console login, status, quit.
+    Demo {
+        /// v22bis (2400 bit/s) or v22 (1200 bit/s).
+        #[arg(long, default_value = "v22bis")]
+        modulation: String,
+    },
     /// Hash a secret for the dialplan. Reads it from the terminal without echo, or the first
     /// line of stdin. Without options: the argon2id string for a DTMF PIN (`admins[].pin`).
     /// With --realm and --user: the digest HA1 values for a SIP password (`admins[].digest`).
@@ -56,6 +63,42 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Run { config } => run(&config),
         Command::HashSecret { realm, user } => hash_secret(realm, user),
+        Command::Demo { modulation } => demo(&modulation),
+    }
+}
+
+fn demo(modulation: &str) -> ExitCode {
+    use dialback::modem::v22bis::Rate;
+    let rate = match modulation {
+        "v22bis" => Rate::R2400,
+        "v22" => Rate::R1200,
+        other => {
+            eprintln!("dialback: --modulation {other}: the demo runs v22bis or v22 (V.21 and Bell 103 are not on the callback yet)");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dialback::runtime::demo::run(rate)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dialback demo failed: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod call_media;
 pub mod callback;
+pub mod demo;
 pub mod gate;
 pub mod incoming;
 pub mod modem_media;

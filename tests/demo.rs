@@ -1,0 +1,65 @@
+//! `dialback demo` — the README's first command — runs the whole loop on loopback and exits 0:
+//! MESSAGE with digest, callback INVITE, V.22bis (and V.22) training over RTP, console login,
+//! `status`, `quit`, hang-up, and the audit trail.
+
+use std::process::Command;
+use std::time::Duration;
+
+fn demo(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dialback"))
+        .arg("demo")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn demo_runs_the_whole_loop_and_exits_zero() {
+    let (code, out) = demo(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    for needle in [
+        "401 Unauthorized",
+        "202 Accepted",
+        "INVITE sip:admin@",
+        "CONNECT 2400 V.22bis",
+        "session: admin 1001 over V.22bis 2400 bit/s",
+        "\"event\":\"session.start\"",
+        "\"event\":\"session.end\"",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    assert!(!out.contains("2468"), "the PIN is never shown:\n{out}");
+}
+
+#[test]
+fn demo_with_v22_trains_at_1200() {
+    let (code, out) = demo(&["--modulation", "v22"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("CONNECT 1200 V.22"), "{out}");
+}
+
+#[test]
+fn demo_refuses_an_unknown_modulation() {
+    let (code, out) = demo(&["--modulation", "v34"]);
+    assert_eq!(code, Some(2), "{out}");
+}
