@@ -23,6 +23,9 @@ use crate::sip::incall::{IncomingCall, IncomingEvent};
 use crate::sip::message::Message;
 use crate::sip::transaction::{Route, ServerTxnId};
 
+/// Time for the goodbye cue (two 120 ms tones) to play out before the BYE.
+const GOODBYE_PLAYOUT: std::time::Duration = std::time::Duration::from_millis(600);
+
 /// Most simultaneous inbound maintenance calls per trunk.
 const MAX_CALLS: usize = 16;
 
@@ -50,6 +53,8 @@ struct InCall {
     src: SocketAddr,
     tcp: bool,
     waiting: bool,
+    /// Hang up once the goodbye cue has played.
+    hangup_at: Option<Instant>,
 }
 
 /// Inbound maintenance calls on one trunk.
@@ -158,6 +163,7 @@ impl IncomingCalls {
             src: route.addr,
             tcp: route.conn.is_some(),
             waiting: false,
+            hangup_at: None,
         };
         self.run_actions(now, ep, &mut c);
         self.calls.push(c);
@@ -205,6 +211,10 @@ impl IncomingCalls {
     pub fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
         let mut calls = std::mem::take(&mut self.calls);
         for c in &mut calls {
+            if c.hangup_at.is_some_and(|t| t <= now) {
+                c.hangup_at = None;
+                c.call.hangup(now, ep);
+            }
             c.call.handle_timeout(now, ep);
             if c.flow.poll_timeout().is_some_and(|t| t <= now) {
                 c.flow.handle_timeout(now);
@@ -219,7 +229,7 @@ impl IncomingCalls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.calls
             .iter()
-            .flat_map(|c| [c.call.poll_timeout(), c.flow.poll_timeout()])
+            .flat_map(|c| [c.call.poll_timeout(), c.flow.poll_timeout(), c.hangup_at])
             .flatten()
             .min()
     }
@@ -267,7 +277,8 @@ impl IncomingCalls {
                         c.call.hangup(now, ep);
                     }
                 }
-                Action::Hangup => c.call.hangup(now, ep),
+                // Let the goodbye cue be heard before the BYE.
+                Action::Hangup => c.hangup_at = Some(now + GOODBYE_PLAYOUT),
             }
         }
     }
