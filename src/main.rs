@@ -69,11 +69,18 @@ fn main() -> ExitCode {
 
 fn demo(modulation: &str) -> ExitCode {
     use dialback::modem::v22bis::Rate;
-    let rate = match modulation {
-        "v22bis" => Rate::R2400,
-        "v22" => Rate::R1200,
+    use dialback::runtime::modem_media::LineModem;
+    let (modem, rate) = match modulation {
+        "v22bis" => (LineModem::V22bis, Rate::R2400),
+        "v22" => (LineModem::V22bis, Rate::R1200),
+        "v21" | "bell103" => {
+            // The FSK modems carry data over RTP (tests/modem_rtp.rs) but do not yet come up
+            // on the demo's callback; see the issue notes.
+            eprintln!("dialback: --modulation {modulation}: V.21 and Bell 103 are not yet verified on the callback; choose v22bis or v22");
+            return ExitCode::from(2);
+        }
         other => {
-            eprintln!("dialback: --modulation {other}: the demo runs v22bis or v22 (V.21 and Bell 103 are not on the callback yet)");
+            eprintln!("dialback: --modulation {other}: choose v22bis or v22");
             return ExitCode::from(2);
         }
     };
@@ -93,7 +100,7 @@ fn demo(modulation: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(dialback::runtime::demo::run(rate)) {
+    match rt.block_on(dialback::runtime::demo::run(modem, rate)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dialback demo failed: {e}");

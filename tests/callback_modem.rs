@@ -132,6 +132,7 @@ async fn session(pin: &str, id: &str) -> (Gate, support::sipp::SippOutcome, Stri
             remote: "0.0.0.0:0".parse().expect("addr"),
             law: Law::Ulaw,
             payload_type: 0,
+            modem: dialback::runtime::modem_media::LineModem::V22bis,
             role: Role::Answerer,
             max_rate: Rate::R2400,
             tx_level_dbm0: -13.0,

@@ -12,12 +12,20 @@ use dialback::runtime::modem_media::{self, LineEvent, LineParams};
 use tokio::net::UdpSocket;
 
 async fn pair(law: Law) -> (modem_media::ModemLine, modem_media::ModemLine) {
+    pair_with(law, dialback::runtime::modem_media::LineModem::V22bis).await
+}
+
+async fn pair_with(
+    law: Law,
+    kind: dialback::runtime::modem_media::LineModem,
+) -> (modem_media::ModemLine, modem_media::ModemLine) {
     let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
     let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
     let params = |remote, role| LineParams {
         remote,
         law,
         payload_type: law.payload_type(),
+        modem: kind,
         role,
         max_rate: Rate::R2400,
         tx_level_dbm0: -13.0,
@@ -83,5 +91,18 @@ async fn v22bis_trains_to_2400_over_rtp_and_carries_data_both_ways() {
             up,
             "{law:?} answerer → caller"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v21_and_bell103_carry_data_over_rtp() {
+    use dialback::runtime::modem_media::LineModem;
+    for kind in [LineModem::V21, LineModem::Bell103] {
+        let (mut caller, mut answerer) = pair_with(Law::Ulaw, kind).await;
+        assert_eq!(connected(&mut caller).await, 300, "{kind:?}");
+        assert_eq!(connected(&mut answerer).await, 300, "{kind:?}");
+        let msg = b"login: 1001\r\n".to_vec();
+        caller.tx.send(msg.clone()).await.expect("tx");
+        assert_eq!(receive(&mut answerer, msg.len()).await, msg, "{kind:?}");
     }
 }

@@ -22,7 +22,7 @@ use crate::media::g711::Law;
 use crate::media::rtp::{RtpSendStream, Ssrc};
 use crate::modem::v22bis::{Rate, Role};
 use crate::runtime::audit::AuditLog;
-use crate::runtime::modem_media::{self, LineParams};
+use crate::runtime::modem_media::{self, LineModem, LineParams};
 use crate::runtime::session::{self, SessionSettings};
 use crate::sdp::{self, Codec, LocalMedia};
 use crate::sip::call::{CallConfig, CallEvent, FailReason, OnDiversion, OutgoingCall};
@@ -503,14 +503,19 @@ fn start_session(
     key: u64,
     done: mpsc::Sender<(u64, Reason)>,
 ) -> JoinHandle<()> {
-    let max_rate = match ss.modem.modulations.first() {
-        Some(crate::config::Modulation::V22) => Rate::R1200,
-        _ => Rate::R2400,
+    use crate::config::Modulation;
+    // The first modulation the dialplan lists; V.22bis falls back to V.22 in its handshake.
+    let (modem, max_rate) = match ss.modem.modulations.first() {
+        Some(Modulation::V22) => (LineModem::V22bis, Rate::R1200),
+        Some(Modulation::V21) => (LineModem::V21, Rate::R1200),
+        Some(Modulation::Bell103) => (LineModem::Bell103, Rate::R1200),
+        _ => (LineModem::V22bis, Rate::R2400),
     };
     let params = LineParams {
         remote,
         law,
         payload_type: pt,
+        modem,
         role: Role::Caller,
         max_rate,
         tx_level_dbm0: f32::from(ss.modem.tx_level_dbm0),

@@ -16,7 +16,7 @@ use crate::gate::pin::{digest_ha1s, hash_pin};
 use crate::gate::Secret;
 use crate::media::g711::Law;
 use crate::modem::v22bis::{Rate, Role};
-use crate::runtime::modem_media::{self, LineEvent, LineParams, ModemLine};
+use crate::runtime::modem_media::{self, LineEvent, LineModem, LineParams, ModemLine};
 use crate::sdp::{Codec, LocalMedia};
 use crate::sip::build::Extras;
 use crate::sip::digest::{self, ClientCredentials, ResponseParams};
@@ -49,7 +49,7 @@ fn free_port() -> Result<u16, DemoError> {
 }
 
 /// Run the demo; `max_rate` chooses V.22bis (2400) or V.22 (1200).
-pub async fn run(max_rate: Rate) -> Result<(), DemoError> {
+pub async fn run(modem: LineModem, max_rate: Rate) -> Result<(), DemoError> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("dialback-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| DemoError::Setup(e.to_string()))?;
@@ -105,6 +105,7 @@ pub async fn run(max_rate: Rate) -> Result<(), DemoError> {
             admin_addr,
             SocketAddr::from(([127, 0, 0, 1], gate_admin_port)),
             started,
+            modem,
         ),
     )
     .await
@@ -192,6 +193,7 @@ async fn admin_side(
     me: SocketAddr,
     gate_admin: SocketAddr,
     started: Instant,
+    modem: LineModem,
 ) -> Result<(), DemoError> {
     let mut ua = Ua {
         sock: sock.clone(),
@@ -340,6 +342,7 @@ async fn admin_side(
                 Law::Ulaw
             },
             payload_type: neg.payload_type,
+            modem,
             role: Role::Answerer,
             max_rate: Rate::R2400,
             tx_level_dbm0: -13.0,
@@ -376,7 +379,12 @@ async fn admin_side(
             _ => return Err(DemoError::Step("the modems did not train".into())),
         }
     };
-    let name = if connect == 2400 { "V.22bis" } else { "V.22" };
+    let name = match (modem, connect) {
+        (LineModem::V21, _) => "V.21",
+        (LineModem::Bell103, _) => "Bell 103",
+        (_, 2400) => "V.22bis",
+        _ => "V.22",
+    };
     println!(
         "4. CONNECT {connect} {name} ({:.1} s after answer)",
         answered_at.elapsed().as_secs_f64()

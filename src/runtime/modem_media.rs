@@ -17,7 +17,9 @@ use tracing::{debug, info};
 use crate::media::g711::Law;
 use crate::media::jitter::{Frame, JitterBuffer, JitterConfig};
 use crate::media::rtp::{self, Datagram, RtpSendStream, Ssrc};
+use crate::modem::fsk::{FskConfig, FskMode, FskModem};
 use crate::modem::v22bis::{ModemEvent, Rate, Role, V22Config, V22bisModem};
+use crate::modem::ModemEvent as FskEvent;
 
 /// Samples per 20 ms frame.
 const FRAME: usize = 160;
@@ -46,31 +48,123 @@ impl Drop for ModemLine {
     }
 }
 
+/// Which modem runs on the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineModem {
+    /// V.22bis, or V.22 when `max_rate` is 1200 (the handshake falls back by itself).
+    V22bis,
+    /// V.21 at 300 bit/s (ITU-T channel 1 for the caller, 2 for the answerer).
+    V21,
+    /// Bell 103 at 300 bit/s (originate / answer bands).
+    Bell103,
+}
+
 /// Audio and modem parameters of the call.
 #[derive(Debug, Clone, Copy)]
 pub struct LineParams {
     pub remote: SocketAddr,
     pub law: Law,
     pub payload_type: u8,
+    pub modem: LineModem,
     pub role: Role,
     pub max_rate: Rate,
     pub tx_level_dbm0: f32,
     pub jitter: Duration,
 }
 
+/// Why a modem could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error(transparent)]
+    V22(#[from] crate::modem::v22bis::V22Error),
+    #[error(transparent)]
+    Fsk(#[from] crate::modem::ModemError),
+}
+
+/// One of our modems behind one interface.
+enum AnyModem {
+    V22(Box<V22bisModem>),
+    Fsk(Box<FskModem>),
+}
+
+impl AnyModem {
+    fn new(p: &LineParams) -> Result<AnyModem, LineError> {
+        Ok(match p.modem {
+            LineModem::V22bis => AnyModem::V22(Box::new(V22bisModem::new(
+                p.role,
+                V22Config {
+                    max_rate: p.max_rate,
+                    tx_level_dbm0: p.tx_level_dbm0,
+                    ..V22Config::default()
+                },
+            )?)),
+            LineModem::V21 | LineModem::Bell103 => {
+                let mode = match (p.modem, p.role) {
+                    (LineModem::V21, Role::Caller) => FskMode::V21Caller,
+                    (LineModem::V21, Role::Answerer) => FskMode::V21Answerer,
+                    (_, Role::Caller) => FskMode::Bell103Originate,
+                    (_, Role::Answerer) => FskMode::Bell103Answer,
+                };
+                let cfg = FskConfig {
+                    tx_level_dbm0: p.tx_level_dbm0,
+                    ..FskConfig::default()
+                };
+                AnyModem::Fsk(Box::new(FskModem::new(mode, cfg)?))
+            }
+        })
+    }
+    fn push(&mut self, s: &[i16]) {
+        match self {
+            AnyModem::V22(m) => m.push(s),
+            AnyModem::Fsk(m) => m.push(s),
+        }
+    }
+    fn push_lost(&mut self, n: usize) {
+        match self {
+            AnyModem::V22(m) => m.push_lost(n),
+            AnyModem::Fsk(m) => m.push_lost(n),
+        }
+    }
+    fn fill(&mut self, out: &mut [i16]) {
+        match self {
+            AnyModem::V22(m) => m.fill(out),
+            AnyModem::Fsk(m) => m.fill(out),
+        }
+    }
+    fn write(&mut self, b: &[u8]) -> usize {
+        match self {
+            AnyModem::V22(m) => m.write(b),
+            AnyModem::Fsk(m) => m.write(b),
+        }
+    }
+    /// The next event, in the line's terms. FSK has no training: carrier up is CONNECT 300.
+    fn poll(&mut self) -> Option<Option<LineEventOrByte>> {
+        match self {
+            AnyModem::V22(m) => m.poll_event().map(|e| match e {
+                ModemEvent::Connected { rate_bps } => Some(LineEventOrByte::Connected(rate_bps)),
+                ModemEvent::Data(b) => Some(LineEventOrByte::Byte(b)),
+                ModemEvent::CarrierLost => Some(LineEventOrByte::Lost),
+                _ => None,
+            }),
+            AnyModem::Fsk(m) => m.poll_event().map(|e| match e {
+                FskEvent::CarrierUp => Some(LineEventOrByte::Connected(300)),
+                FskEvent::Data(b) => Some(LineEventOrByte::Byte(b)),
+                FskEvent::CarrierDown => Some(LineEventOrByte::Lost),
+                _ => None,
+            }),
+        }
+    }
+}
+
+enum LineEventOrByte {
+    Connected(u32),
+    Byte(u8),
+    Lost,
+}
+
 /// Start the modem on `socket`. Fails only on a bad modem configuration.
-pub fn spawn(
-    socket: Arc<UdpSocket>,
-    p: LineParams,
-) -> Result<ModemLine, crate::modem::v22bis::V22Error> {
-    let modem = V22bisModem::new(
-        p.role,
-        V22Config {
-            max_rate: p.max_rate,
-            tx_level_dbm0: p.tx_level_dbm0,
-            ..V22Config::default()
-        },
-    )?;
+pub fn spawn(socket: Arc<UdpSocket>, p: LineParams) -> Result<ModemLine, LineError> {
+    let modem = AnyModem::new(&p)?;
     let (etx, erx) = mpsc::channel(64);
     let (ttx, trx) = mpsc::channel(8);
     let task = tokio::spawn(run(socket, p, modem, etx, trx));
@@ -84,7 +178,7 @@ pub fn spawn(
 async fn run(
     socket: Arc<UdpSocket>,
     p: LineParams,
-    mut modem: V22bisModem,
+    mut modem: AnyModem,
     events: mpsc::Sender<LineEvent>,
     mut tx: mpsc::Receiver<Vec<u8>>,
 ) {
@@ -138,17 +232,17 @@ async fn run(
                 {
                     let _ = socket.send_to(&pkt, remote).await;
                 }
-                while let Some(ev) = modem.poll_event() {
+                while let Some(ev) = modem.poll() {
                     match ev {
-                        ModemEvent::Connected { rate_bps } => {
+                        Some(LineEventOrByte::Connected(rate_bps)) => {
                             info!(rate_bps, after_ms = start.elapsed().as_millis() as u64, "modem connected");
                             if events.send(LineEvent::Connected { rate_bps }).await.is_err() { return; }
                         }
-                        ModemEvent::Data(b) => rx_bytes.push(b),
-                        ModemEvent::CarrierLost => {
+                        Some(LineEventOrByte::Byte(b)) => rx_bytes.push(b),
+                        Some(LineEventOrByte::Lost) => {
                             let _ = events.send(LineEvent::CarrierLost).await;
                         }
-                        other => debug!(event = ?other, "modem"),
+                        None => debug!("modem event"),
                     }
                 }
                 if !rx_bytes.is_empty() {

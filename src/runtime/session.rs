@@ -82,8 +82,9 @@ pub async fn run(mut line: ModemLine, admin: AdminId, s: SessionSettings) -> Rea
                 }
                 ConsoleEvent::StatusRequest => {
                     let text = format!(
-                        "session: admin {} over V.22bis {rate} bit/s\r\ncallback trunk: originate",
-                        admin.as_str()
+                        "session: admin {} over {} {rate} bit/s\r\ncallback trunk: originate",
+                        admin.as_str(),
+                        modulation_name(&s.modem, rate)
                     );
                     let _ = console.provide_status(&text);
                 }
@@ -133,6 +134,16 @@ pub async fn run(mut line: ModemLine, admin: AdminId, s: SessionSettings) -> Rea
         if console.is_closed() {
             return end;
         }
+    }
+}
+
+/// The modulation in use, as the ITU/Bell name.
+fn modulation_name(m: &config::Modem, rate: u32) -> &'static str {
+    match (m.modulations.first(), rate) {
+        (Some(config::Modulation::V21), _) => "V.21",
+        (Some(config::Modulation::Bell103), _) => "Bell 103",
+        (_, 2400) => "V.22bis",
+        _ => "V.22",
     }
 }
 
