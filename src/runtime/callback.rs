@@ -222,7 +222,6 @@ impl Callbacks {
             }
             self.drain_call_events(i, now).await;
         }
-        let before = self.active.len();
         let mut done = Vec::new();
         self.active.retain(|a| {
             let keep = !matches!(a.phase, Phase::Done);
@@ -235,7 +234,6 @@ impl Callbacks {
             info!(admin = %admin.as_str(), "callback finished");
             let _ = self.finished.send(admin).await;
         }
-        debug_assert!(self.active.len() <= before);
     }
 
     /// Hang up everything (shutdown).
