@@ -88,28 +88,10 @@ fn maintain(k: &Kamailio, gate_user: &str, user: &str, password: &str, body: &st
         .code()
 }
 
-fn audit_events(gate: &Gate) -> Vec<String> {
-    std::fs::read_to_string(gate.dir().join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| {
-            format!(
-                "{}{}",
-                v["event"].as_str().unwrap_or(""),
-                v["reason"]
-                    .as_str()
-                    .map(|r| format!(":{r}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect()
-}
-
 fn wait_for(gate: &Gate, event: &str, within: Duration) -> bool {
     let end = std::time::Instant::now() + within;
     while std::time::Instant::now() < end {
-        if audit_events(gate).iter().any(|e| e == event) {
+        if gate.audit_events().iter().any(|e| e == event) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -152,7 +134,7 @@ fn callback_reaches_the_phone(gate_user: &str) {
             Duration::from_secs(20)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let outcome = phone.wait();
@@ -161,7 +143,7 @@ fn callback_reaches_the_phone(gate_user: &str) {
         "the phone was called, answered and hung up: {}",
         outcome.report()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     // The phone answers without a modem: the callback is ended as a training failure and no
     // maintenance session starts (tests/callback_modem.rs covers a real modem).
     let order: Vec<&str> = [
@@ -234,10 +216,10 @@ fn unreachable_first_number_falls_back_to_the_second() {
             Duration::from_secs(25)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert!(
         events.iter().any(|e| e.starts_with("callback.failed")),
         "{events:?}"
@@ -268,7 +250,7 @@ fn wrong_password_or_foreign_digit_places_no_callback() {
         Some(0)
     );
     std::thread::sleep(Duration::from_secs(1));
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert!(
         !events.iter().any(|e| e.starts_with("callback")),
         "{events:?}"

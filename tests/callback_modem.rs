@@ -175,24 +175,6 @@ async fn session(pin: &str, id: &str) -> (Gate, support::sipp::SippOutcome, Stri
     (gate, outcome, transcript)
 }
 
-fn audit_events(gate: &Gate) -> Vec<String> {
-    std::fs::read_to_string(gate.dir().join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| {
-            format!(
-                "{}{}",
-                v["event"].as_str().unwrap_or(""),
-                v["reason"]
-                    .as_str()
-                    .map(|r| format!(":{r}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_trains_v22bis_and_the_console_logs_in_again_then_quits() {
     let (gate, outcome, transcript) = session("2468", "1001").await;
@@ -210,7 +192,7 @@ async fn callback_trains_v22bis_and_the_console_logs_in_again_then_quits() {
         "the gate hung up after quit: {}",
         outcome.report()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     for e in [
         "signal.ok",
         "callback.placed",
@@ -232,7 +214,7 @@ async fn callback_console_refuses_another_admins_credentials() {
         "hung up after the tries: {}",
         outcome.report()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert!(
         events.iter().any(|x| x == "auth.fail:reauth_failed"),
         "{events:?}"

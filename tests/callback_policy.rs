@@ -176,24 +176,6 @@ fn audit_text(gate: &Gate) -> String {
     std::fs::read_to_string(gate.dir().join("audit.jsonl")).unwrap_or_default()
 }
 
-/// `event` or `event:reason` for each parseable audit line, in order.
-fn audit_events(gate: &Gate) -> Vec<String> {
-    audit_text(gate)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| {
-            format!(
-                "{}{}",
-                v["event"].as_str().unwrap_or(""),
-                v["reason"]
-                    .as_str()
-                    .map(|r| format!(":{r}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect()
-}
-
 fn count(events: &[String], event: &str) -> usize {
     events.iter().filter(|e| *e == event).count()
 }
@@ -202,7 +184,7 @@ fn count(events: &[String], event: &str) -> usize {
 fn wait_for_n(gate: &Gate, event: &str, n: usize, within: Duration) -> bool {
     let end = Instant::now() + within;
     while Instant::now() < end {
-        if count(&audit_events(gate), event) >= n {
+        if count(&gate.audit_events(), event) >= n {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -257,7 +239,7 @@ fn redirect_302_is_not_followed_and_fails_as_redirected() {
             Duration::from_secs(15)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let outcome = phone.wait();
@@ -273,7 +255,7 @@ fn redirect_302_is_not_followed_and_fails_as_redirected() {
         "the 302's Contact was called: {}",
         bystander.report()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.placed"), 1, "{events:?}");
     assert_eq!(
         count(&events, "callback.failed:redirected"),
@@ -297,7 +279,7 @@ fn answer_with_diversion_header_is_acked_then_hung_up_and_audited_aborted() {
     assert!(
         wait_for(&gate, "callback.aborted:diversion", Duration::from_secs(15)),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let outcome = phone.wait();
@@ -312,9 +294,9 @@ fn answer_with_diversion_header_is_acked_then_hung_up_and_audited_aborted() {
     assert!(
         wait_for(&gate, "callback.failed:diversion", Duration::from_secs(5)),
         "{:?}",
-        audit_events(&gate)
+        gate.audit_events()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.answered"), 0, "{events:?}");
     assert_eq!(count(&events, "session.start"), 0, "{events:?}");
     assert_no_secret(&audit_text(&gate), &gate.log());
@@ -333,7 +315,7 @@ fn status_181_call_is_being_forwarded_is_cancelled_and_audited_aborted() {
     assert!(
         wait_for(&gate, "callback.aborted:diversion", Duration::from_secs(15)),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let outcome = phone.wait();
@@ -344,7 +326,7 @@ fn status_181_call_is_being_forwarded_is_cancelled_and_audited_aborted() {
     );
     assert_eq!(outcome.received_requests("INVITE").len(), 1);
     assert_eq!(outcome.received_requests("CANCEL").len(), 1);
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.answered"), 0, "{events:?}");
 }
 
@@ -360,7 +342,7 @@ fn two_triggers_at_once_for_one_admin_place_one_callback() {
             Duration::from_secs(20)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let outcome = phone.wait();
@@ -368,7 +350,7 @@ fn two_triggers_at_once_for_one_admin_place_one_callback() {
     assert_eq!(outcome.received_requests("INVITE").len(), 1);
     // Let a second callback, if one were (wrongly) scheduled, reach the audit.
     std::thread::sleep(Duration::from_secs(1));
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "signal.ok"), 1, "{events:?}");
     assert_eq!(
         count(&events, "signal.fail:callback_active"),
@@ -393,7 +375,7 @@ fn two_admins_at_once_get_two_callbacks() {
             Duration::from_secs(20)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     for (name, p) in [("1001", phone1), ("1002", phone2)] {
@@ -401,7 +383,7 @@ fn two_admins_at_once_get_two_callbacks() {
         assert!(outcome.passed(), "phone {name}: {}", outcome.report());
         assert_eq!(outcome.received_requests("INVITE").len(), 1, "phone {name}");
     }
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "signal.ok"), 2, "{events:?}");
     assert_eq!(count(&events, "callback.placed"), 2, "{events:?}");
     assert_no_secret(&audit_text(&gate), &gate.log());
@@ -419,7 +401,7 @@ fn second_trigger_within_the_hour_is_rate_limited() {
             Duration::from_secs(20)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     assert!(phone.wait().passed());
@@ -429,11 +411,11 @@ fn second_trigger_within_the_hour_is_rate_limited() {
     assert!(
         wait_for(&gate, "signal.fail:rate_limited", Duration::from_secs(5)),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     std::thread::sleep(Duration::from_millis(800));
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.placed"), 1, "{events:?}");
     assert_eq!(
         count(&events, "signal.fail:callback_active"),
@@ -460,7 +442,7 @@ fn inbound_invite_on_the_originate_trunk_during_a_callback_is_refused_and_the_ca
     assert!(
         wait_for(&gate, "callback.answered", Duration::from_secs(15)),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let intruder = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -514,7 +496,7 @@ fn inbound_invite_on_the_originate_trunk_during_a_callback_is_refused_and_the_ca
             Duration::from_secs(15)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let outcome = phone.wait();
@@ -529,7 +511,7 @@ fn inbound_invite_on_the_originate_trunk_during_a_callback_is_refused_and_the_ca
             .any(|l| l.contains("request src=") && l.contains("intruder")),
         "an intruder's request reached the application:\n{log}"
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.placed"), 1, "{events:?}");
 }
 
@@ -566,7 +548,7 @@ fn sigkill_right_after_callback_placed_leaves_whole_lines_and_no_secret() {
             .unwrap_or_else(|e| panic!("unparseable audit line {line:?}: {e}"));
         assert!(v["event"].is_string(), "{line}");
     }
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.placed"), 1, "{events:?}");
     assert_no_secret(&audit, &gate.log());
 }
@@ -600,7 +582,7 @@ fn after_a_302_the_next_dialplan_number_is_called_not_the_redirect_target() {
             Duration::from_secs(20)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     assert!(first.wait().passed());
@@ -613,7 +595,7 @@ fn after_a_302_the_next_dialplan_number_is_called_not_the_redirect_target() {
         "the 302's Contact was called: {}",
         bystander.report()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.placed"), 2, "{events:?}");
     assert_eq!(
         count(&events, "callback.failed:redirected"),
@@ -645,13 +627,13 @@ fn answer_with_history_info_mapped_to_another_user_is_aborted() {
     assert!(
         wait_for(&gate, "callback.aborted:diversion", Duration::from_secs(15)),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     let outcome = p.wait();
     assert!(outcome.passed(), "{}", outcome.report());
     assert_eq!(outcome.received_requests("BYE").len(), 1);
-    assert_eq!(count(&audit_events(&gate), "session.start"), 0);
+    assert_eq!(count(&gate.audit_events(), "session.start"), 0);
 }
 
 #[test]
@@ -669,11 +651,11 @@ fn answer_with_history_info_of_a_plain_registrar_lookup_is_not_a_diversion() {
             Duration::from_secs(15)
         ),
         "{:?}\n{}",
-        audit_events(&gate),
+        gate.audit_events(),
         gate.log()
     );
     assert!(p.wait().passed());
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert_eq!(count(&events, "callback.answered"), 1, "{events:?}");
     assert_eq!(
         count(&events, "callback.aborted:diversion"),

@@ -140,24 +140,6 @@ fn dialplan(k: &Kamailio) -> Value {
     })
 }
 
-fn audit_events(gate: &Gate) -> Vec<String> {
-    std::fs::read_to_string(gate.dir().join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| {
-            format!(
-                "{}{}",
-                v["event"].as_str().unwrap_or(""),
-                v["reason"]
-                    .as_str()
-                    .map(|r| format!(":{r}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect()
-}
-
 fn dial_in(k: &Kamailio, service: &str, keys: &str) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("caller.xml");
@@ -234,7 +216,7 @@ fn dtmf_path_calls_back(service: &str) {
         outcome.report(),
         gate.log()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert!(
         events.first().is_some_and(|e| e == "signal.ok"),
         "{events:?}"
@@ -277,7 +259,7 @@ fn wrong_pin_on_a_call_places_no_callback_and_hangs_up() {
         "hung up after the failed try and the silence:\n{logs}\n{}",
         gate.log()
     );
-    let events = audit_events(&gate);
+    let events = gate.audit_events();
     assert!(
         !events.iter().any(|e| e.starts_with("callback")),
         "{events:?}"

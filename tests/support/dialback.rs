@@ -196,6 +196,22 @@ impl Gate {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The audit trail as `event` or `event:reason` strings, in order.
+    pub fn audit_events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                let event = v["event"].as_str().unwrap_or("");
+                match v["reason"].as_str() {
+                    Some(r) => format!("{event}:{r}"),
+                    None => event.to_string(),
+                }
+            })
+            .collect()
+    }
 }
 
 impl Drop for Gate {
