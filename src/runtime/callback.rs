@@ -236,11 +236,19 @@ impl Callbacks {
         }
     }
 
+    /// Whether no callback is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.active.is_empty()
+    }
+
     /// Hang up everything (shutdown).
     pub fn hangup_all(&mut self, now: Instant, ep: &mut Endpoint) {
         for a in &mut self.active {
-            if let Phase::Calling { call, .. } = &mut a.phase {
-                call.hangup(now, ep);
+            match &mut a.phase {
+                Phase::Calling { call, .. } => call.hangup(now, ep),
+                // Not dialled yet: never dial once shutting down.
+                Phase::Waiting(_) => a.phase = Phase::Done,
+                Phase::Done => {}
             }
         }
     }

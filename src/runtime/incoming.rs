@@ -234,6 +234,11 @@ impl IncomingCalls {
             .min()
     }
 
+    /// Whether no call is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+    }
+
     /// Hang up every call (shutdown).
     pub fn hangup_all(&mut self, now: Instant, ep: &mut Endpoint) {
         for c in &mut self.calls {

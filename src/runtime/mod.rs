@@ -264,7 +264,11 @@ async fn trunk_task(
         }
         flush(&mut trunk, &udp, &mut writers).await;
         if let Some(since) = stopping {
-            if !trunk.unregistering() || since.elapsed() > SHUTDOWN_GRACE {
+            // Wait (bounded) for the un-REGISTER and for our calls to end cleanly, so their
+            // BYEs are answered and their ends audited.
+            let calls_done = callbacks.as_ref().is_none_or(|c| c.is_idle())
+                && incoming.as_ref().is_none_or(|c| c.is_idle());
+            if (!trunk.unregistering() && calls_done) || since.elapsed() > SHUTDOWN_GRACE {
                 break;
             }
         }
