@@ -447,7 +447,7 @@ impl Callbacks {
 }
 
 /// Append an audit line; false (logged at error) when it could not be made durable.
-async fn record(
+pub(crate) async fn record(
     audit: &Option<AuditLog>,
     event: EventCode,
     admin: &AdminId,

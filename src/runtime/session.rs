@@ -5,17 +5,17 @@
 //! audited. The task returns when the session is over; the caller then hangs up.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use crate::config;
 use crate::console::{Console, ConsoleConfig, ConsoleEvent};
-use crate::gate::audit::{AuditRecord, EventCode, Reason, Transport, Trunk};
+use crate::gate::audit::{EventCode, Reason};
 use crate::gate::pin::verify_pin;
 use crate::gate::policy::{AdminId, Policy};
-use crate::gate::WallTime;
 use crate::runtime::audit::AuditLog;
+use crate::runtime::callback::record;
 use crate::runtime::modem_media::{LineEvent, ModemLine};
 
 /// Bytes handed to the modem per write.
@@ -159,30 +159,4 @@ async fn recent_audit(audit: &Option<AuditLog>, n: usize) -> Vec<String> {
     })
     .await
     .unwrap_or_default()
-}
-
-async fn record(
-    audit: &Option<AuditLog>,
-    event: EventCode,
-    admin: &AdminId,
-    reason: Option<Reason>,
-) {
-    let Some(log) = audit else { return };
-    let rec = AuditRecord {
-        event,
-        time: WallTime(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        ),
-        trunk: Trunk::Originate,
-        transport: Transport::Udp,
-        source: None,
-        admin: Some(admin.clone()),
-        reason,
-    };
-    if let Err(e) = log.record(&rec).await {
-        warn!(error = %e, "audit write failed");
-    }
 }
