@@ -908,7 +908,11 @@ fn dialplan_reference_lists_every_key_of_the_schema() {
     let reference = read("dialplans/REFERENCE.md");
     let mut paths = Vec::new();
     schema_paths(&schema, "", &mut paths);
-    assert!(paths.len() > 50, "schema walk found only {} keys", paths.len());
+    assert!(
+        paths.len() > 50,
+        "schema walk found only {} keys",
+        paths.len()
+    );
     let missing: Vec<&String> = paths
         .iter()
         .filter(|p| !reference.contains(&format!("| `{p}` |")))

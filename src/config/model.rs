@@ -69,6 +69,10 @@ pub enum Transport {
 pub struct RegisteringTrunk {
     /// Local socket address, `IPv4:port` or `[IPv6]:port`. Required; distinct across trunks.
     pub listen: SocketAddr,
+    /// The address the PBX reaches this trunk at, put in Via sent-by, Contact and SDP `c=`
+    /// (RFC 3261 §18.2.1, §8.1.1.8; RFC 4566 §5.7). Default: `listen`, which must then not
+    /// be a wildcard address.
+    pub advertise: SocketAddr,
     /// Default: `udp`.
     pub transport: Transport,
     /// Registrar URI; required when `register` is true.
@@ -92,6 +96,8 @@ pub struct RegisteringTrunk {
 pub struct OriginateTrunk {
     /// Local socket address. Required; distinct across trunks.
     pub listen: SocketAddr,
+    /// The address the proxy reaches this trunk at (Via, Contact, SDP). Default: `listen`.
+    pub advertise: SocketAddr,
     /// Default: `udp`.
     pub transport: Transport,
     /// Proxy every callback INVITE is sent to. Required.

@@ -591,6 +591,48 @@ fn trunk_listen_addresses_must_be_distinct() {
 }
 
 #[test]
+fn wildcard_listen_needs_an_advertised_address() {
+    let v = set(minimal(), "/trunks/user/listen", json!("0.0.0.0:5070"));
+    assert_rejected_at(
+        &v,
+        "$.trunks.user.listen",
+        "0.0.0.0:5070 is a wildcard address: set advertise",
+    );
+    let v = set(minimal(), "/trunks/originate/listen", json!("[::]:5072"));
+    assert_rejected_at(&v, "$.trunks.originate.listen", "is a wildcard address");
+    let v = set(
+        set(minimal(), "/trunks/user/listen", json!("0.0.0.0:5070")),
+        "/trunks/user/advertise",
+        json!("192.0.2.10:5070"),
+    );
+    let loaded = parse_value(&v).expect("advertise makes a wildcard listen usable");
+    let user = &loaded.dialplan.trunks.user;
+    assert_eq!(user.listen.to_string(), "0.0.0.0:5070");
+    assert_eq!(user.advertise.to_string(), "192.0.2.10:5070");
+    // Without advertise, the listen address is what others are told.
+    assert_eq!(
+        loaded.dialplan.trunks.admin.advertise,
+        loaded.dialplan.trunks.admin.listen
+    );
+}
+
+#[test]
+fn advertise_must_be_a_concrete_socket_address() {
+    let v = set(minimal(), "/trunks/admin/advertise", json!("0.0.0.0:5071"));
+    assert_rejected_at(&v, "$.trunks.admin.advertise", "not a wildcard");
+    let v = set(
+        minimal(),
+        "/trunks/originate/advertise",
+        json!("gate.example"),
+    );
+    assert_rejected_at(
+        &v,
+        "$.trunks.originate.advertise",
+        "is not a socket address",
+    );
+}
+
+#[test]
 fn listen_must_be_a_socket_address() {
     for bad in ["localhost:5070", "127.0.0.1", "::1:5070"] {
         let v = set(minimal(), "/trunks/admin/listen", json!(bad));

@@ -51,6 +51,8 @@ pub struct CallbackSettings {
     pub answered_hold: Duration,
     /// Local address for RTP and the port range to bind in.
     pub rtp_ip: IpAddr,
+    /// The address put in the SDP `c=` line (the trunk's `advertise`).
+    pub sdp_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     /// The modem and console session on answer; `None` holds the line with silence instead.
     pub session: Option<SessionSettings>,
@@ -276,7 +278,7 @@ impl Callbacks {
             }
         };
         let local = LocalMedia {
-            addr: s.rtp_ip,
+            addr: s.sdp_ip,
             rtp_port: port,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,
@@ -294,7 +296,7 @@ impl Callbacks {
             ring_timeout: s.ring_timeout,
             on_diversion: s.on_diversion,
         };
-        let call_id = format!("{}@{}", ep.token(), s.rtp_ip);
+        let call_id = format!("{}@{}", ep.token(), s.sdp_ip);
         let from_tag = ep.token();
         let mut call = OutgoingCall::new(cfg, call_id, from_tag);
         let route = Route {

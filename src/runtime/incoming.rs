@@ -39,6 +39,8 @@ pub type DecisionReceiver = mpsc::Receiver<(u64, Decision)>;
 pub struct IncomingSettings {
     pub kind: TrunkKind,
     pub rtp_ip: IpAddr,
+    /// The address put in the SDP `c=` line (the trunk's `advertise`).
+    pub sdp_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub flow: FlowConfig,
     pub inband: InbandConfig,
@@ -120,7 +122,7 @@ impl IncomingCalls {
             return;
         };
         let local = LocalMedia {
-            addr: s.rtp_ip,
+            addr: s.sdp_ip,
             rtp_port: port,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,

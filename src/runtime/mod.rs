@@ -161,6 +161,7 @@ pub async fn run(
                 Some(incoming::IncomingCalls::new(incoming::IncomingSettings {
                     kind: spec.endpoint.kind,
                     rtp_ip: spec.listen.ip(),
+                    sdp_ip: spec.endpoint.local.ip(),
                     rtp_ports: ib.rtp_ports,
                     flow,
                     inband: ib.inband,
