@@ -474,7 +474,9 @@ fn main() {
     }
     let loss_s = if quick { 60.0 } else { 600.0 };
     let seeds = if quick { 5 } else { 20 };
-    println!("| figure | target | ours (ours↔ours) | ours vs spandsp / spandsp's own |");
+    // Each cell says what it measured (BER cells: "X of ours / Y of spandsp" is the
+    // column's receiver hearing our transmitter / spandsp's).
+    println!("| figure | target | ours | spandsp 0.0.6 |");
     println!("|---|---|---|---|");
 
     // Duplex real-time factor: two modems, each transmitting and receiving, joined directly
