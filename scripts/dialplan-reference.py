@@ -21,12 +21,11 @@ def kind(node):
     if isinstance(t, list):
         t = " or ".join(t)
     if t == "array" and isinstance(node.get("items"), dict):
-        inner = node["items"].get("type", "object")
-        return f"array of {inner}"
+        return f"array of {kind(node['items'])}"
     if t is None and ("oneOf" in node or "anyOf" in node):
         alts = node.get("oneOf") or node.get("anyOf")
         return " or ".join(sorted({kind(a) for a in alts}))
-    return t or "any"
+    return t or ("object" if "properties" in node else "any")
 
 
 def limits(node):
