@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::media::g711::Law;
-use crate::media::jitter::{Frame, JitterBuffer, JitterConfig};
+use crate::media::jitter::{Frame, JitterBuffer, JitterConfig, JitterEvent};
 use crate::media::rtp::{self, Datagram, RtpSendStream, Ssrc};
 use crate::modem::fsk::{FskConfig, FskMode, FskModem};
 use crate::modem::v22bis::{ModemEvent, Rate, Role, V22Config, V22bisModem};
@@ -29,9 +29,13 @@ const CHUNK: usize = 64;
 /// What the modem reports to the session logic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
-    Connected { rate_bps: u32 },
+    Connected {
+        rate_bps: u32,
+    },
     Data(Vec<u8>),
     CarrierLost,
+    /// No RTP arrived for [`LineParams::rtp_timeout`] (reported once).
+    RtpTimeout,
 }
 
 /// Handle on a modem-over-RTP task.
@@ -70,6 +74,9 @@ pub struct LineParams {
     pub max_rate: Rate,
     pub tx_level_dbm0: f32,
     pub jitter: Duration,
+    /// Report [`LineEvent::RtpTimeout`] after this long without RTP (`media.rtp_timeout_s`);
+    /// `None`: never.
+    pub rtp_timeout: Option<Duration>,
 }
 
 /// Why a modem could not be configured.
@@ -189,6 +196,9 @@ async fn run(
         JitterConfig {
             playout_delay: p.jitter,
             law: p.law,
+            inactivity_timeout: p
+                .rtp_timeout
+                .unwrap_or(JitterConfig::default().inactivity_timeout),
             ..JitterConfig::default()
         },
     );
@@ -210,6 +220,16 @@ async fn run(
         tokio::select! {
             _ = tick.tick() => {
                 let now = Instant::now();
+                // RFC 3550 §6.3.5-style inactivity: the jitter buffer reports it once.
+                jitter.handle_timeout(now);
+                while let Some(ev) = jitter.poll_event() {
+                    if matches!(ev, JitterEvent::Inactive { .. })
+                        && p.rtp_timeout.is_some()
+                        && events.send(LineEvent::RtpTimeout).await.is_err()
+                    {
+                        return;
+                    }
+                }
                 // Receive side: every frame due, or a lost one, keeps the modem's clock running.
                 while let Some(f) = jitter.poll_frame(now) {
                     match f {
