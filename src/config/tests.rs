@@ -992,7 +992,7 @@ fn prompts_must_exist_and_be_8khz_mono_pcm_or_g711() {
     let v = set(
         minimal(),
         "/media/prompts",
-        json!({ "welcome": "p/welcome.wav", "bye": "p/bye.wav", "gone": "p/gone.wav" }),
+        json!({ "welcome": "p/welcome.wav", "goodbye": "p/bye.wav", "error": "p/gone.wav", "hello": "p/welcome.wav" }),
     );
     let text = serde_json::to_string(&v).unwrap();
     let read_bytes = |p: &Path| match p.to_str() {
@@ -1013,11 +1013,18 @@ fn prompts_must_exist_and_be_8khz_mono_pcm_or_g711() {
     assert_eq!(
         lines,
         vec![
-            "conf/dp.json: at $.media.prompts.bye: prompt conf/p/bye.wav is not usable: 2 channels; need mono",
-            "conf/dp.json: at $.media.prompts.gone: prompt conf/p/gone.wav cannot be read: No such file",
+            "conf/dp.json: at $.media.prompts.error: prompt conf/p/gone.wav cannot be read: No such file",
+            "conf/dp.json: at $.media.prompts.goodbye: prompt conf/p/bye.wav is not usable: 2 channels; need mono",
+            "conf/dp.json: at $.media.prompts.hello: prompt name \"hello\" is not one of welcome, enter_id, enter_pin, enter_signal, enter_digit, ok, error, goodbye",
         ]
     );
     // `parse` resolves prompt paths without opening them.
+    let v = set(
+        minimal(),
+        "/media/prompts",
+        json!({ "welcome": "p/welcome.wav", "goodbye": "p/bye.wav" }),
+    );
+    let text = serde_json::to_string(&v).unwrap();
     let dp = parse_str(&text).unwrap().dialplan;
     assert_eq!(dp.media.prompts["welcome"], Path::new("conf/p/welcome.wav"));
 }
@@ -1106,7 +1113,7 @@ fn load_reads_password_files_and_prompts_relative_to_the_dialplan() {
     let v = set(
         minimal(),
         "/media/prompts",
-        json!({ "hello": "prompts/hello.wav" }),
+        json!({ "welcome": "prompts/hello.wav" }),
     );
     let mut v = set(v, "/trunks/originate/password_file", json!("out.secret"));
     // `load` sees the real environment, so use no password_env here.
@@ -1123,7 +1130,7 @@ fn load_reads_password_files_and_prompts_relative_to_the_dialplan() {
         Some("from-file")
     );
     assert_eq!(
-        dp.media.prompts["hello"],
+        dp.media.prompts["welcome"],
         dir.path().join("prompts/hello.wav")
     );
 

@@ -729,6 +729,9 @@ impl Validator<'_> {
         let mut prompts = BTreeMap::new();
         for (name, file) in raw.prompts {
             let path = format!("$.media.prompts.{name}");
+            if !PROMPT_NAMES.contains(&name.as_str()) {
+                self.err(path.clone(), Problem::UnknownPromptName { name: name.clone() });
+            }
             self.non_empty(&path, &file);
             let resolved = self.resolve(&file);
             if let Some(read_bytes) = self.read_bytes {

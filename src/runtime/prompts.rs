@@ -22,17 +22,7 @@ use crate::gate::signal::{Cue as FlowCue, Item};
 use crate::media::prompt::{self, PromptError};
 use crate::media::tones::Cue;
 
-/// Every prompt name the runtime plays.
-pub const PROMPT_NAMES: [&str; 8] = [
-    "welcome",
-    "enter_id",
-    "enter_pin",
-    "enter_signal",
-    "enter_digit",
-    "ok",
-    "error",
-    "goodbye",
-];
+pub use crate::config::PROMPT_NAMES;
 
 /// Longest prompt kept: a minute at 8 kHz. Longer files are refused at start.
 pub const MAX_PROMPT_SAMPLES: usize = 60 * 8000;
