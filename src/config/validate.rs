@@ -730,7 +730,10 @@ impl Validator<'_> {
         for (name, file) in raw.prompts {
             let path = format!("$.media.prompts.{name}");
             if !PROMPT_NAMES.contains(&name.as_str()) {
-                self.err(path.clone(), Problem::UnknownPromptName { name: name.clone() });
+                self.err(
+                    path.clone(),
+                    Problem::UnknownPromptName { name: name.clone() },
+                );
             }
             self.non_empty(&path, &file);
             let resolved = self.resolve(&file);
