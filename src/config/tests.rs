@@ -985,6 +985,14 @@ fn numeric_limits_are_range_checked() {
     assert_rejected_at(&v, "$.media.rtp_ports", "below high port");
     let v = set(minimal(), "/security/realm", json!(""));
     assert_rejected_at(&v, "$.security.realm", "must not be empty");
+    // The default DTMF signal `*62468246*{digit}#` is 12 keys: max_digits must admit it.
+    let v = set(minimal(), "/media/max_digits", json!(11));
+    assert_rejected_at(
+        &v,
+        "$.media.max_digits",
+        "11 must not be below the keys of signal.dtmf (12)",
+    );
+    assert!(parse_value(&set(minimal(), "/media/max_digits", json!(12))).is_ok());
 }
 
 #[test]

@@ -55,6 +55,25 @@ impl Validator<'_> {
             fsync: raw.audit.fsync,
         };
         let media = self.media(raw.media);
+        if let Some(signal) = &signal {
+            // The call flow caps every entry at max_digits keys: the DTMF signal must fit.
+            let keys = signal.dtmf.prefix.chars().count()
+                + signal
+                    .dtmf
+                    .suffix
+                    .as_ref()
+                    .map_or(0, |s| 1 + s.chars().count());
+            if (media.max_digits as usize) < keys {
+                self.err(
+                    "$.media.max_digits",
+                    Problem::BelowOther {
+                        value: i64::from(media.max_digits),
+                        other: "the keys of signal.dtmf",
+                        min: keys as i64,
+                    },
+                );
+            }
+        }
         let modem = self.modem(raw.modem);
         if !self.errors.is_empty() {
             return None;
