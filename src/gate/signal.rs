@@ -350,6 +350,15 @@ impl CallFlow {
         }
     }
 
+    /// The cues queued so far have finished playing at `now`: when no key of the current
+    /// entry has come yet, the first-digit wait starts again from here, so a long prompt does
+    /// not eat into it.
+    pub fn prompt_played(&mut self, now: Instant) {
+        if self.collecting() && self.entry_digits == 0 {
+            self.deadline = Some(deadline_after(now, self.cfg.first_digit_timeout));
+        }
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -812,6 +821,27 @@ mod tests {
         keys(&mut f, &mut t, "1001#4321#*62468246*1#");
         let actions = drain(&mut f);
         assert_eq!(submitted(&actions).unwrap().signal, SignalSeen::Unmatched);
+    }
+
+    #[test]
+    fn first_digit_wait_restarts_when_the_prompt_has_played() {
+        let (mut f, t0) = flow(false);
+        drain(&mut f);
+        let played = t0 + Duration::from_secs(4);
+        f.prompt_played(played);
+        assert_eq!(f.poll_timeout(), Some(played + FIRST_DIGIT_TIMEOUT));
+        f.handle_timeout(t0 + FIRST_DIGIT_TIMEOUT);
+        assert_eq!(drain(&mut f), vec![]);
+        // Once a key of the entry came, the inter-digit wait stands.
+        let mut t = played;
+        keys(&mut f, &mut t, "1");
+        f.prompt_played(t + Duration::from_secs(1));
+        assert_eq!(f.poll_timeout(), Some(t + INTER_DIGIT_TIMEOUT));
+        // Nothing to wait for while the attempt is being decided.
+        keys(&mut f, &mut t, "001#4321#*62468246*1#");
+        drain(&mut f);
+        f.prompt_played(t);
+        assert_eq!(f.poll_timeout(), None);
     }
 
     #[test]

@@ -65,6 +65,8 @@ struct InCall {
     hangup_at: Option<Instant>,
     /// When what was asked of the media task has played out.
     playing_until: Instant,
+    /// Tell the flow then that its prompt has played (the first-digit wait starts there).
+    prompt_done_at: Option<Instant>,
 }
 
 /// Inbound maintenance calls on one trunk.
@@ -176,6 +178,7 @@ impl IncomingCalls {
             waiting: false,
             hangup_at: None,
             playing_until: now,
+            prompt_done_at: None,
         };
         if let Some(welcome) = self.settings.prompts.welcome() {
             play(&mut c, now, welcome);
@@ -244,6 +247,10 @@ impl IncomingCalls {
                 c.call.hangup(now, ep);
             }
             c.call.handle_timeout(now, ep);
+            if c.prompt_done_at.is_some_and(|t| t <= now) {
+                c.prompt_done_at = None;
+                c.flow.prompt_played(now);
+            }
             if c.flow.poll_timeout().is_some_and(|t| t <= now) {
                 c.flow.handle_timeout(now);
             }
@@ -257,7 +264,14 @@ impl IncomingCalls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.calls
             .iter()
-            .flat_map(|c| [c.call.poll_timeout(), c.flow.poll_timeout(), c.hangup_at])
+            .flat_map(|c| {
+                [
+                    c.call.poll_timeout(),
+                    c.flow.poll_timeout(),
+                    c.hangup_at,
+                    c.prompt_done_at,
+                ]
+            })
             .flatten()
             .min()
     }
@@ -348,5 +362,6 @@ fn play(c: &mut InCall, now: Instant, sound: Sound) {
         // 8000 samples per second (G.711).
         let length = Duration::from_micros(samples.saturating_mul(125));
         c.playing_until = c.playing_until.max(now) + length;
+        c.prompt_done_at = Some(c.playing_until);
     }
 }
