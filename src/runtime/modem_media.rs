@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::media::g711::Law;
-use crate::media::jitter::{Frame, JitterBuffer, JitterConfig, JitterEvent};
+use crate::media::jitter::{Frame, JitterBuffer, JitterConfig};
 use crate::media::rtp::{self, Datagram, RtpSendStream, Ssrc};
 use crate::modem::fsk::{FskConfig, FskMode, FskModem};
 use crate::modem::v22bis::{ModemEvent, Rate, Role, V22Config, V22bisModem};
@@ -196,9 +196,6 @@ async fn run(
         JitterConfig {
             playout_delay: p.jitter,
             law: p.law,
-            inactivity_timeout: p
-                .rtp_timeout
-                .unwrap_or(JitterConfig::default().inactivity_timeout),
             ..JitterConfig::default()
         },
     );
@@ -216,19 +213,17 @@ async fn run(
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut rx_bytes: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut tx_open = true;
+    let mut last_rtp = start;
+    let mut timed_out = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now = Instant::now();
-                // RFC 3550 §6.3.5-style inactivity: the jitter buffer reports it once.
-                jitter.handle_timeout(now);
-                while let Some(ev) = jitter.poll_event() {
-                    if matches!(ev, JitterEvent::Inactive { .. })
-                        && p.rtp_timeout.is_some()
-                        && events.send(LineEvent::RtpTimeout).await.is_err()
-                    {
-                        return;
-                    }
+                // Inactivity counts every RTP packet from the peer, comfort noise (RFC 3389)
+                // and events included, not only the audio the jitter buffer plays out.
+                if !timed_out && p.rtp_timeout.is_some_and(|t| now.saturating_duration_since(last_rtp) >= t) {
+                    timed_out = true;
+                    if events.send(LineEvent::RtpTimeout).await.is_err() { return; }
                 }
                 // Receive side: every frame due, or a lost one, keeps the modem's clock running.
                 while let Some(f) = jitter.poll_frame(now) {
@@ -277,6 +272,7 @@ async fn run(
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, src)) = r else { continue };
                 if let Ok(Datagram::Rtp(pkt)) = rtp::parse(buf.get(..n).unwrap_or(&[])) {
+                    last_rtp = Instant::now();
                     if pkt.payload_type == p.payload_type {
                         remote = src;
                         jitter.push(Instant::now(), &pkt);
