@@ -752,3 +752,35 @@ fn shutdown_while_a_callback_waits_out_its_delay_audits_it_aborted_and_never_dia
         "never dialled"
     );
 }
+
+#[test]
+fn shutdown_during_an_answered_callback_hangs_up_and_audits_session_end_shutdown() {
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    let p = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
+    let mut dp = dialplan(&k, json!({}));
+    dp["modem"]["connect_timeout_s"] = json!(30);
+    let mut gate = Gate::start(dp, ENV).expect("dialback starts");
+    assert!(k.wait_registered("gate-admin", Duration::from_secs(10)));
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "callback.answered", Duration::from_secs(10)),
+        "{:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    assert_eq!(
+        gate.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gate.log()
+    );
+    let events = gate.audit_events();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("session.end:shutdown"),
+        "{events:?}"
+    );
+    let outcome = p.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("BYE").len(), 1);
+}

@@ -9,7 +9,8 @@
 //!
 //! An answered callback on which no RTP arrives for `media.rtp_timeout_s` is hung up and
 //! audited `session.end:rtp_timeout`. A callback still waiting out its delay when the gate
-//! shuts down is never dialled and is audited `callback.aborted:shutdown`.
+//! shuts down is never dialled and is audited `callback.aborted:shutdown`; one answered then
+//! ends as `session.end:shutdown`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -279,7 +280,11 @@ impl Callbacks {
     pub fn hangup_all(&mut self, now: Instant, ep: &mut Endpoint) {
         for a in &mut self.active {
             match &mut a.phase {
-                Phase::Calling { call, .. } => call.hangup(now, ep),
+                Phase::Calling { call, .. } => {
+                    // An answered callback's session ends because we stop.
+                    a.session_end.get_or_insert(Reason::Shutdown);
+                    call.hangup(now, ep);
+                }
                 // Not dialled yet: never dial once shutting down; audited by `drive`.
                 Phase::Waiting(_) => a.phase = Phase::Aborted(Reason::Shutdown),
                 Phase::Aborted(_) | Phase::Done => {}
