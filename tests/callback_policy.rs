@@ -494,3 +494,124 @@ fn answer_with_history_info_of_a_plain_registrar_lookup_is_not_a_diversion() {
         "{events:?}"
     );
 }
+
+#[test]
+fn answered_callback_without_rtp_is_hung_up_and_audited_rtp_timeout() {
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    // The phone answers and sends no RTP (uas_answer.xml). The modem would give up after
+    // 20 s; the RTP timeout ends the call first.
+    let p = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
+    let mut dp = dialplan(&k, json!({}));
+    dp["modem"]["connect_timeout_s"] = json!(20);
+    dp["media"] = json!({ "rtp_timeout_s": 2 });
+    let gate = Gate::start(dp, ENV).expect("dialback starts");
+    assert!(k.wait_registered("gate-admin", Duration::from_secs(10)));
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "callback.answered", Duration::from_secs(10)),
+        "{:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    let answered = Instant::now();
+    assert!(
+        wait_for(&gate, "session.end:rtp_timeout", Duration::from_secs(10)),
+        "{:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    assert!(answered.elapsed() < Duration::from_secs(8));
+    let outcome = p.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("BYE").len(), 1);
+    let call_id = outcome
+        .received_requests("INVITE")
+        .first()
+        .and_then(|m| support::sipp::header(m, "Call-ID"))
+        .expect("the callback's Call-ID");
+    let log = gate.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no RTP on the callback"))
+        .unwrap_or_else(|| panic!("warn line\n{log}"));
+    assert!(line.contains("WARN") && line.contains(&call_id), "{line}");
+    let events = gate.audit_events();
+    assert_eq!(
+        count(&events, "session.end:modem_training_failed"),
+        0,
+        "{events:?}"
+    );
+}
+
+#[test]
+fn shutdown_while_a_callback_waits_out_its_delay_audits_it_aborted_and_never_dials() {
+    let (k, mut gate) = pbx_and_gate(json!({ "callback": { "delay_ms": 60000 } }));
+    let p = phone(
+        &k,
+        Sipp::scenario("uas_answer.xml").timeout(Duration::from_secs(5)),
+        "1001",
+        "phone-pw",
+    );
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(wait_for(&gate, "signal.ok", Duration::from_secs(5)));
+    assert_eq!(
+        gate.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gate.log()
+    );
+    let events = gate.audit_events();
+    assert_eq!(
+        events,
+        vec![
+            "signal.ok".to_string(),
+            "callback.aborted:shutdown".to_string()
+        ],
+        "{}",
+        gate.log()
+    );
+    let line = audit_text(&gate)
+        .lines()
+        .last()
+        .map(str::to_string)
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&line).expect("audit line is JSON");
+    assert_eq!(v["admin"], "1001");
+    assert_eq!(v["trunk"], "originate");
+    assert!(
+        p.wait().received_requests("INVITE").is_empty(),
+        "never dialled"
+    );
+}
+
+#[test]
+fn shutdown_during_an_answered_callback_hangs_up_and_audits_session_end_shutdown() {
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    let p = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
+    let mut dp = dialplan(&k, json!({}));
+    dp["modem"]["connect_timeout_s"] = json!(30);
+    let mut gate = Gate::start(dp, ENV).expect("dialback starts");
+    assert!(k.wait_registered("gate-admin", Duration::from_secs(10)));
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "callback.answered", Duration::from_secs(10)),
+        "{:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    assert_eq!(
+        gate.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gate.log()
+    );
+    let events = gate.audit_events();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("session.end:shutdown"),
+        "{events:?}"
+    );
+    let outcome = p.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("BYE").len(), 1);
+}

@@ -125,6 +125,8 @@ pub enum Problem {
     PromptUnreadable { path: PathBuf, reason: String },
     #[error("prompt {} is not usable: {reason}", path.display())]
     PromptFormat { path: PathBuf, reason: WavError },
+    #[error("prompt name {name:?} is not one of {}", crate::config::PROMPT_NAMES.join(", "))]
+    UnknownPromptName { name: String },
 }
 
 /// Something accepted but worth telling the operator about.

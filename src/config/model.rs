@@ -316,6 +316,19 @@ pub struct Audit {
     pub fsync: bool,
 }
 
+/// The prompt names `media.prompts` may use; each replaces one tone cue of the maintenance
+/// call (see `runtime::prompts` for when each plays).
+pub const PROMPT_NAMES: [&str; 8] = [
+    "welcome",
+    "enter_id",
+    "enter_pin",
+    "enter_signal",
+    "enter_digit",
+    "ok",
+    "error",
+    "goodbye",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Media {
     /// Inclusive RTP port range `[low, high]`. Default `[20000, 20999]`; low even, low < high.
@@ -334,7 +347,8 @@ pub struct Media {
     pub inter_digit_timeout_s: u32,
     /// Most digits collected per prompt. Default 32, 1..=256.
     pub max_digits: u32,
-    /// Prompt name to WAV path (8 kHz mono PCM16 or G.711). Default: none.
+    /// Prompt name (one of [`PROMPT_NAMES`]) to WAV path (8 kHz mono PCM16 or G.711).
+    /// Default: none.
     pub prompts: BTreeMap<String, PathBuf>,
 }
 

@@ -55,6 +55,25 @@ impl Validator<'_> {
             fsync: raw.audit.fsync,
         };
         let media = self.media(raw.media);
+        if let Some(signal) = &signal {
+            // The call flow caps every entry at max_digits keys: the DTMF signal must fit.
+            let keys = signal.dtmf.prefix.chars().count()
+                + signal
+                    .dtmf
+                    .suffix
+                    .as_ref()
+                    .map_or(0, |s| 1 + s.chars().count());
+            if (media.max_digits as usize) < keys {
+                self.err(
+                    "$.media.max_digits",
+                    Problem::BelowOther {
+                        value: i64::from(media.max_digits),
+                        other: "the keys of signal.dtmf",
+                        min: keys as i64,
+                    },
+                );
+            }
+        }
         let modem = self.modem(raw.modem);
         if !self.errors.is_empty() {
             return None;
@@ -773,6 +792,12 @@ impl Validator<'_> {
         let mut prompts = BTreeMap::new();
         for (name, file) in raw.prompts {
             let path = format!("$.media.prompts.{name}");
+            if !PROMPT_NAMES.contains(&name.as_str()) {
+                self.err(
+                    path.clone(),
+                    Problem::UnknownPromptName { name: name.clone() },
+                );
+            }
             self.non_empty(&path, &file);
             let resolved = self.resolve(&file);
             if let Some(read_bytes) = self.read_bytes {

@@ -347,6 +347,7 @@ async fn admin_side(
             max_rate: Rate::R2400,
             tx_level_dbm0: -13.0,
             jitter: Duration::from_millis(60),
+            rtp_timeout: None,
         },
     )
     .map_err(|e| DemoError::Step(e.to_string()))?;

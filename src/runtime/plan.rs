@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::{self, Dialplan, RegisteringTrunk, SipUri, Transport};
 use crate::runtime::callback::CallbackSettings;
+use crate::runtime::prompts::{PromptSet, PromptSetError};
 use crate::runtime::{InboundSpec, TrunkSpec};
 use crate::sip::call::OnDiversion;
 use crate::sip::endpoint::{AllowRule, EndpointConfig, TrunkKind};
@@ -31,6 +32,8 @@ pub enum PlanError {
     },
     #[error("the {trunk} trunk registers but has no registrar")]
     NoRegistrar { trunk: &'static str },
+    #[error("cannot load the prompts: {0}")]
+    Prompts(#[from] PromptSetError),
 }
 
 /// The `User-Agent` / `Server` value: product and version, nothing else.
@@ -58,6 +61,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
         user_agent: user_agent(),
         rng_seed: seed.wrapping_add(n),
     };
+    let prompts = std::sync::Arc::new(PromptSet::load(&d.media.prompts)?);
     let mut specs = Vec::new();
     for (kind, t, n) in [
         (TrunkKind::User, &d.trunks.user, 1),
@@ -72,7 +76,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
             registration,
             register_tcp: t.transport == Transport::Tcp,
             callbacks: None,
-            inbound: Some(inbound_spec(d, kind)),
+            inbound: Some(inbound_spec(d, kind, prompts.clone())),
         });
     }
     let o = &d.trunks.originate;
@@ -209,12 +213,13 @@ async fn callback_settings(d: &Dialplan) -> Result<CallbackSettings, PlanError> 
         rtp_ports: d.media.rtp_ports,
         session: None,
         jitter: Duration::from_millis(u64::from(d.media.jitter_ms)),
+        rtp_timeout: Duration::from_secs(u64::from(d.media.rtp_timeout_s)),
         modem: d.modem.clone(),
     })
 }
 
 /// How a user or admin trunk takes calls.
-fn inbound_spec(d: &Dialplan, kind: TrunkKind) -> InboundSpec {
+fn inbound_spec(d: &Dialplan, kind: TrunkKind, prompts: std::sync::Arc<PromptSet>) -> InboundSpec {
     let route = match kind {
         TrunkKind::User => &d.routes.user,
         _ => &d.routes.admin,
@@ -229,6 +234,10 @@ fn inbound_spec(d: &Dialplan, kind: TrunkKind) -> InboundSpec {
         },
         first_digit_timeout: Duration::from_secs(u64::from(d.media.first_digit_timeout_s)),
         inter_digit_timeout: Duration::from_secs(u64::from(d.media.inter_digit_timeout_s)),
+        max_digits: usize::try_from(d.media.max_digits).unwrap_or(usize::MAX),
+        rtp_timeout: Duration::from_secs(u64::from(d.media.rtp_timeout_s)),
+        prompts,
+        otherwise: route.otherwise.clone(),
     }
 }
 
