@@ -13,6 +13,8 @@
 //! | `sipp`     | SIPp scenarios from `tests/sipp/` as a server or as a client          |
 //! | `uac`      | a blocking REGISTER-with-digest client (phones, misbehaving clients)  |
 //! | `process`  | child-process plumbing shared by the above: groups, kill, log tails   |
+//! | `baresip`  | baresip 1.0 softphones driven over `ctrl_tcp` (dial, RFC 4733 keys)    |
+//! | `sipsak`   | one MESSAGE with digest credentials through the PBX (the admin client) |
 //!
 //! # Using it from a test
 //!
@@ -47,12 +49,14 @@
 //! (`CI` set), where `.ci/run` installs them: a skipped peer test would prove nothing.
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod dialback;
 pub mod digest;
 pub mod kamailio;
 pub mod ports;
 pub mod process;
 pub mod sipp;
+pub mod sipsak;
 pub mod uac;
 
 use std::path::PathBuf;
