@@ -12,8 +12,10 @@
 //! | `kamailio` | the test PBX (`docker/kamailio/kamailio.cfg`): start, query, restart  |
 //! | `sipp`     | SIPp scenarios from `tests/sipp/` as a server or as a client          |
 //! | `uac`      | a blocking REGISTER-with-digest client (phones, misbehaving clients)  |
+//! | `tshark`   | dumpcap captures on `lo` and tshark queries of them (malformed, fields) |
 //! | `process`  | child-process plumbing shared by the above: groups, kill, log tails   |
 //! | `baresip`  | baresip 1.0 softphones driven over `ctrl_tcp` (dial, RFC 4733 keys)    |
+//! | `pcap`     | classic pcap files of Ethernet/IPv4/UDP frames (SIPp `play_pcap_audio`) |
 //! | `sipsak`   | one MESSAGE with digest credentials through the PBX (the admin client) |
 //!
 //! # Using it from a test
@@ -53,10 +55,12 @@ pub mod baresip;
 pub mod dialback;
 pub mod digest;
 pub mod kamailio;
+pub mod pcap;
 pub mod ports;
 pub mod process;
 pub mod sipp;
 pub mod sipsak;
+pub mod tshark;
 pub mod uac;
 
 use std::path::PathBuf;

@@ -1,0 +1,229 @@
+//! RFC 4733 keys from recorded RTP (issue 3, "a SIPp pcap-play of RFC 4733 events"), with the
+//! whole call captured and read back by tshark (issue 3, "tshark reads a capture of these
+//! calls with no malformed packets").
+//!
+//! The test writes a pcap of one RTP stream (PCMU silence, and `1001#2468#*62468246*1#` as
+//! telephone-events from our `media::rfc4733::Sender`: 100 ms per key, updates every 20 ms,
+//! three end packets, 100 ms of audio between keys); a SIPp caller dials the gate's admin
+//! number through Kamailio and plays it (`tests/sipp/uac_call_pcap_play.xml`). The gate must
+//! read exactly those keys (`signal.ok` for admin 1001 on the first try), hang up, and call
+//! admin 1 back (a SIPp phone registered as 1001 answers). dumpcap records the SIP of both
+//! calls (all through Kamailio's port) and all their RTP (the gate's private RTP port range).
+
+mod support;
+
+use std::time::Duration;
+
+use dialback::media::dtmf::Digit;
+use dialback::media::rfc4733::{Sender, SenderConfig};
+use dialback::media::rtp::{RtpSendStream, Ssrc};
+use serde_json::json;
+use support::dialback::{pbx_dialplan, Gate, TRUNK_ENV, TRUNK_SUBSCRIBERS};
+use support::kamailio::Kamailio;
+use support::pcap::{udp_pcap, Datagram};
+use support::sipp::Sipp;
+use support::tshark::Capture;
+use support::uac::{self, Register};
+
+const KEYS: &str = "1001#2468#*62468246*1#";
+/// The telephone-event payload type offered by the scenario.
+const PT_EVENT: u8 = 101;
+/// PCMU (RFC 3551 Table 4).
+const PT_PCMU: u8 = 0;
+/// Samples per 20 ms packet.
+const PACKET: u32 = 160;
+/// μ-law silence (G.711: code 0xFF is +0).
+const ULAW_SILENCE: u8 = 0xFF;
+
+/// The RTP stream of a caller keying `keys`: 1 s of silence, then per key 100 ms of
+/// telephone-events (start with M, updates, three ends, all on the key's start timestamp)
+/// followed by 100 ms of silence, then 1 s of silence. Events stand in for the audio
+/// (RFC 4733 §2.5.1.1): the media clock runs on under them.
+fn keyed_stream(keys: &str) -> Vec<Datagram> {
+    let mut w = StreamWriter {
+        stream: RtpSendStream::new(Ssrc(0x0D1A_1BAC), PT_PCMU, 4711, 0x1234_5678),
+        tick: 0,
+        packets: Vec::new(),
+    };
+    w.silence(50);
+    for key in keys.chars() {
+        w.key(Digit::from_char(key).expect("a DTMF key"));
+        w.silence(5);
+    }
+    w.silence(50);
+    w.packets
+}
+
+/// One RTP stream laid out on a 20 ms packet clock.
+struct StreamWriter {
+    stream: RtpSendStream,
+    /// The next 20 ms slot.
+    tick: u64,
+    packets: Vec<Datagram>,
+}
+
+impl StreamWriter {
+    fn push(&mut self, tick: u64, payload: Vec<u8>) {
+        self.packets.push(Datagram {
+            at: Duration::from_millis(tick * 20),
+            src: ([127, 0, 0, 1], 40_000),
+            dst: ([127, 0, 0, 1], 40_002),
+            payload,
+        });
+    }
+
+    /// `n` packets of μ-law silence.
+    fn silence(&mut self, n: u64) {
+        for _ in 0..n {
+            let mut out = Vec::new();
+            self.stream
+                .audio_header(PACKET)
+                .write(&[ULAW_SILENCE; PACKET as usize], &mut out)
+                .expect("audio packet");
+            self.push(self.tick, out);
+            self.tick += 1;
+        }
+    }
+
+    /// One 100 ms key press as telephone-events, in the slots the audio would have used.
+    fn key(&mut self, digit: Digit) {
+        let config = SenderConfig {
+            duration_samples: 800,
+            volume: 10,
+            update_samples: PACKET,
+            end_spacing_samples: PACKET,
+        };
+        let mut last = 0;
+        for p in Sender::new(digit, self.stream.timestamp(), config) {
+            let slot = p.send_at_samples / u64::from(PACKET);
+            let mut out = Vec::new();
+            self.stream
+                .other_header(PT_EVENT, p.marker, p.timestamp)
+                .write(&p.event.to_bytes(), &mut out)
+                .expect("event packet");
+            self.push(self.tick + slot, out);
+            last = slot;
+        }
+        // The media clock runs on under the events (RFC 4733 §2.5.1.1).
+        self.stream.skip(PACKET * (last as u32 + 1));
+        self.tick += last + 1;
+    }
+}
+
+#[test]
+fn sipp_pcap_play_of_rfc4733_keys_calls_admin_1_back_and_the_capture_decodes_cleanly() {
+    for peer in ["kamailio", "sipp", "dumpcap", "tshark"] {
+        if !support::have_program(peer) {
+            return;
+        }
+    }
+    let mut subscribers = TRUNK_SUBSCRIBERS.to_vec();
+    subscribers.push(("1001", "phone-pw"));
+    let k = Kamailio::start(&subscribers).expect("kamailio");
+    let phone_media = support::ports::free_udp_port().expect("port");
+    let phone = Sipp::scenario("uas_answer.xml")
+        .args(["-mp".to_owned(), phone_media.to_string()])
+        .serve()
+        .expect("phone");
+    uac::register(&Register::new(
+        k.sip_addr(),
+        "1001",
+        "phone-pw",
+        &format!("sip:1001@127.0.0.1:{}", phone.port()),
+    ))
+    .expect("phone registers as 1001");
+    // The gate's RTP ports: a private range, so the capture filter can name them.
+    let rtp_low = 2 * (15_000 + (std::process::id() % 14_000) as u16);
+    let mut plan = pbx_dialplan(&k.sip_uri(), &[format!("sip:1001@127.0.0.1:{}", k.port())]);
+    plan["media"] = json!({ "rtp_ports": [rtp_low, rtp_low + 39] });
+    let capture = Capture::start(&format!(
+        "udp and (port {} or portrange {}-{})",
+        k.port(),
+        rtp_low,
+        rtp_low + 39
+    ))
+    .expect("dumpcap captures on lo");
+    let gate = Gate::start(plan, TRUNK_ENV).expect("dialback starts");
+    for u in ["gate-user", "gate-admin"] {
+        assert!(
+            k.wait_registered(u, Duration::from_secs(10)),
+            "{}",
+            gate.log()
+        );
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("rtp.pcap"), udp_pcap(&keyed_stream(KEYS))).expect("pcap");
+    let media_port = support::ports::free_udp_port().expect("port");
+    let caller = Sipp::scenario("uac_call_pcap_play.xml")
+        .current_dir(dir.path())
+        .args([
+            "-s".to_owned(),
+            "gate-admin".to_owned(),
+            "-mp".to_owned(),
+            media_port.to_string(),
+        ])
+        .timeout(Duration::from_secs(40))
+        .run_call(k.sip_addr())
+        .expect("sipp caller");
+    assert!(
+        caller.passed(),
+        "answered, played the keys, got our BYE: {}\n{}",
+        caller.report(),
+        gate.log()
+    );
+    assert!(
+        gate.wait_audit("session.end:modem_training_failed", Duration::from_secs(20)),
+        "callback answered and ended: {:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    let outcome = phone.wait();
+    assert!(
+        outcome.passed(),
+        "callback reached the phone: {}",
+        outcome.report()
+    );
+    let records = gate.audit_records();
+    assert_eq!(records[0]["event"], "signal.ok", "{records:?}");
+    assert_eq!(records[0]["admin"], "1001", "{records:?}");
+    let events = gate.audit_events();
+    assert!(
+        !events.iter().any(|e| e.starts_with("auth.fail")),
+        "every key read exactly once on the first try: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e == "callback.answered"),
+        "{events:?}"
+    );
+
+    let cap = capture.stop();
+    // What SIPp put on the wire: our events, unchanged (one start per key).
+    let starts: String = cap
+        .fields("rtpevent && rtp.marker == 1", &["rtpevent.event_id"])
+        .iter()
+        .filter_map(|row| row.first()?.parse::<u8>().ok())
+        .map(|code| ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#'][code as usize])
+        .collect();
+    assert_eq!(starts, KEYS, "keys on the wire");
+    for (what, filter) in [
+        ("SIP through the PBX", "sip"),
+        ("SDP offers and answers", "sdp"),
+        ("RTP", "rtp"),
+        ("telephone-events", "rtpevent"),
+        (
+            "the callback INVITE",
+            "sip.Method == \"INVITE\" && sip.from.user == \"gate-out\"",
+        ),
+        ("the gate's BYEs", "sip.Method == \"BYE\""),
+    ] {
+        assert!(cap.count(filter) > 0, "{what} ({filter}) in the capture");
+    }
+    let errors = cap.decode_errors();
+    assert!(
+        errors.is_empty(),
+        "malformed or erroneous packets:\n{}\n{}",
+        errors.join("\n"),
+        cap.expert_summary()
+    );
+}
