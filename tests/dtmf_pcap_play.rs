@@ -18,7 +18,7 @@ use dialback::media::dtmf::Digit;
 use dialback::media::rfc4733::{Sender, SenderConfig};
 use dialback::media::rtp::{RtpSendStream, Ssrc};
 use serde_json::json;
-use support::dialback::{pbx_dialplan, Gate, TRUNK_ENV, TRUNK_SUBSCRIBERS};
+use support::dialback::{pbx_dialplan, private_rtp_range, Gate, TRUNK_ENV, TRUNK_SUBSCRIBERS};
 use support::kamailio::Kamailio;
 use support::pcap::{udp_pcap, Datagram};
 use support::sipp::Sipp;
@@ -133,14 +133,12 @@ fn sipp_pcap_play_of_rfc4733_keys_calls_admin_1_back_and_the_capture_decodes_cle
     ))
     .expect("phone registers as 1001");
     // The gate's RTP ports: a private range, so the capture filter can name them.
-    let rtp_low = 2 * (15_000 + (std::process::id() % 14_000) as u16);
+    let (rtp_low, rtp_high) = private_rtp_range();
     let mut plan = pbx_dialplan(&k.sip_uri(), &[format!("sip:1001@127.0.0.1:{}", k.port())]);
-    plan["media"] = json!({ "rtp_ports": [rtp_low, rtp_low + 39] });
+    plan["media"] = json!({ "rtp_ports": [rtp_low, rtp_high] });
     let capture = Capture::start(&format!(
-        "udp and (port {} or portrange {}-{})",
-        k.port(),
-        rtp_low,
-        rtp_low + 39
+        "udp and (port {} or portrange {rtp_low}-{rtp_high})",
+        k.port()
     ))
     .expect("dumpcap captures on lo");
     let gate = Gate::start(plan, TRUNK_ENV).expect("dialback starts");
@@ -202,8 +200,8 @@ fn sipp_pcap_play_of_rfc4733_keys_calls_admin_1_back_and_the_capture_decodes_cle
     let starts: String = cap
         .fields("rtpevent && rtp.marker == 1", &["rtpevent.event_id"])
         .iter()
-        .filter_map(|row| row.first()?.parse::<u8>().ok())
-        .map(|code| ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#'][code as usize])
+        .filter_map(|row| row.first()?.parse::<usize>().ok())
+        .filter_map(|code| "0123456789*#".chars().nth(code))
         .collect();
     assert_eq!(starts, KEYS, "keys on the wire");
     for (what, filter) in [

@@ -3,6 +3,8 @@
 //! - baresip (a softphone registered as 2001) calls the gate's admin or user number and keys
 //!   `1001#2468#*62468246*1#` as RFC 4733 telephone-events → the gate reads exactly those
 //!   keys (`signal.ok` for admin 1001, no failed try), hangs up, and calls admin 1 back;
+//!   dumpcap records both calls, and tshark finds each key once on the wire and no malformed
+//!   packet;
 //! - the same with the keys as in-band tones: a WAV made with sox (100 ms tone / 100 ms gap)
 //!   is baresip's audio source, and the PBX strips telephone-event from the offer, so the
 //!   gate's answer has none and only its Goertzel detector can read them;
@@ -16,10 +18,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::json;
 use serde_json::Value;
 use support::baresip::{Baresip, BaresipOptions};
-use support::dialback::{pbx_dialplan, Gate, TRUNK_ENV, TRUNK_SUBSCRIBERS};
+use support::dialback::{pbx_dialplan, private_rtp_range, Gate, TRUNK_ENV, TRUNK_SUBSCRIBERS};
 use support::kamailio::{Kamailio, KamailioOptions};
+use support::tshark::Capture;
 
 /// ID `#`, PIN `#`, then the start signal for digit 1 (example dialplan, admin 1).
 const KEYS: &str = "1001#2468#*62468246*1#";
@@ -31,6 +35,8 @@ struct Site {
     kamailio: Kamailio,
     phone: Baresip,
     gate: Gate,
+    /// The gate's private `media.rtp_ports`.
+    rtp_ports: (u16, u16),
 }
 
 impl Site {
@@ -48,8 +54,10 @@ impl Site {
         )
         .expect("baresip phone");
         let number = format!("sip:1001@127.0.0.1:{}", kamailio.port());
-        let gate = Gate::start(pbx_dialplan(&kamailio.sip_uri(), &[number]), TRUNK_ENV)
-            .expect("dialback starts");
+        let rtp_ports = private_rtp_range();
+        let mut plan = pbx_dialplan(&kamailio.sip_uri(), &[number]);
+        plan["media"] = json!({ "rtp_ports": [rtp_ports.0, rtp_ports.1] });
+        let gate = Gate::start(plan, TRUNK_ENV).expect("dialback starts");
         for user in ["gate-user", "gate-admin", "1001"] {
             assert!(
                 kamailio.wait_registered(user, Duration::from_secs(10)),
@@ -62,6 +70,7 @@ impl Site {
             kamailio,
             phone,
             gate,
+            rtp_ports,
         })
     }
 
@@ -79,6 +88,18 @@ impl Site {
             caller.log_tail()
         );
         caller
+    }
+
+    /// A capture of this site's calls: all SIP passes the PBX, and the gate is one end of all
+    /// RTP.
+    fn capture(&self) -> Capture {
+        Capture::start(&format!(
+            "udp and (port {} or portrange {}-{})",
+            self.kamailio.port(),
+            self.rtp_ports.0,
+            self.rtp_ports.1
+        ))
+        .expect("dumpcap captures on lo")
     }
 
     /// `sip:gate-admin@PBX` or `sip:gate-user@PBX`.
@@ -176,10 +197,14 @@ fn call_the_gate(site: &Site, caller: &mut Baresip, trunk_user: &str, rfc4733: b
 }
 
 fn rfc4733_keys_call_admin_1_back(trunk_user: &str) {
+    if !support::have_program("dumpcap") || !support::have_program("tshark") {
+        return;
+    }
     let Some(mut site) = Site::start(false) else {
         return;
     };
     let mut caller = site.caller(None);
+    let capture = site.capture();
     call_the_gate(&site, &mut caller, trunk_user, true);
     // The gate took telephone-event from baresip's offer (baresip sends keys only then).
     let answer = caller.sdp_answer().unwrap_or_default();
@@ -187,12 +212,27 @@ fn rfc4733_keys_call_admin_1_back(trunk_user: &str) {
         answer.contains("telephone-event/8000"),
         "answer with telephone-event:\n{answer}"
     );
-    assert!(
-        caller.log().contains("audio: send DTMF digit: '#'"),
-        "{}",
-        caller.log_tail()
-    );
     site.assert_called_back(&caller);
+    let cap = capture.stop();
+    // Each key went out once, as one event (a start with M set, RFC 4733 §2.5.1.2).
+    let starts: String = cap
+        .fields("rtpevent && rtp.marker == 1", &["rtpevent.event_id"])
+        .iter()
+        .filter_map(|row| row.first()?.parse::<usize>().ok())
+        .filter_map(|code| "0123456789*#".chars().nth(code))
+        .collect();
+    assert_eq!(starts, KEYS, "keys on the wire");
+    assert!(
+        cap.count("sip") > 0 && cap.count("rtp") > 0,
+        "SIP and RTP captured"
+    );
+    let errors = cap.decode_errors();
+    assert!(
+        errors.is_empty(),
+        "malformed or erroneous packets:\n{}\n{}",
+        errors.join("\n"),
+        cap.expert_summary()
+    );
 }
 
 #[test]

@@ -71,6 +71,18 @@ pub fn pbx_dialplan(pbx_uri: &str, admin1_numbers: &[String]) -> Value {
     })
 }
 
+/// A range of 40 ports for a gate's `media.rtp_ports`, starting at an even port that was free,
+/// away from the default range, so that a capture filter (`portrange LOW-HIGH`) can name the
+/// gate's RTP and parallel tests rarely share it (the gate skips ports in use).
+pub fn private_rtp_range() -> (u16, u16) {
+    loop {
+        let low = free_port() & !1;
+        if (1024..=65_000).contains(&low) && !(20_000..=21_000).contains(&low) {
+            return (low, low + 39);
+        }
+    }
+}
+
 /// A minimal OPTIONS request.
 pub fn options_request(uri: &str, call_id: &str) -> String {
     format!(
