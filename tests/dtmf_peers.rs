@@ -197,7 +197,10 @@ fn call_the_gate(site: &Site, caller: &mut Baresip, trunk_user: &str, rfc4733: b
 }
 
 fn rfc4733_keys_call_admin_1_back(trunk_user: &str) {
-    if !support::have_program("dumpcap") || !support::have_program("tshark") {
+    if !support::have_program("dumpcap")
+        || !support::have_program("tshark")
+        || !support::running_as_root()
+    {
         return;
     }
     let Some(mut site) = Site::start(false) else {

@@ -82,3 +82,21 @@ pub fn have_program(program: &str) -> bool {
     );
     found
 }
+
+/// True when the tests run as root, which capturing (`dumpcap`) and SIPp's `play_pcap_audio`
+/// (a raw socket) need. Outside CI a non-root run skips those tests with a message; under CI
+/// (`CI` set) it fails, since CI runs them as root.
+pub fn running_as_root() -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    assert!(
+        root || std::env::var_os("CI").is_none(),
+        "packet capture and SIPp pcap play need root, and CI must run them"
+    );
+    if !root {
+        eprintln!("not root: capture / pcap-play test skipped");
+    }
+    root
+}
