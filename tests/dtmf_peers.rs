@@ -7,7 +7,8 @@
 //!   packet;
 //! - the same with the keys as in-band tones: a WAV made with sox (100 ms tone / 100 ms gap)
 //!   is baresip's audio source, and the PBX strips telephone-event from the offer, so the
-//!   gate's answer has none and only its Goertzel detector can read them;
+//!   gate's answer has none and only its Goertzel detector can read them (μ-law on the admin
+//!   trunk, A-law on the user trunk);
 //! - the admin's callback phone is baresip too (registered as 1001, auto-answer): it rings
 //!   from the originate trunk and answers, also after a MESSAGE `MAINTAIN-1` sent by sipsak.
 //!   baresip has no modem, so the gate ends the callback after `modem.connect_timeout_s`.
@@ -74,11 +75,15 @@ impl Site {
         })
     }
 
-    /// A second baresip, registered as 2001, playing `source` (silence when `None`).
-    fn caller(&self, source: Option<&Path>) -> Baresip {
+    /// A second baresip, registered as 2001, playing `source` (silence when `None`), offering
+    /// `codecs` (PCMU and PCMA when `None`).
+    fn caller(&self, source: Option<&Path>, codecs: Option<&str>) -> Baresip {
         let mut options = BaresipOptions::new("2001", "caller-pw", self.kamailio.sip_addr());
         if let Some(wav) = source {
             options = options.audio_source(wav);
+        }
+        if let Some(codecs) = codecs {
+            options = options.codecs(codecs);
         }
         let caller = Baresip::start(options).expect("baresip caller");
         assert!(
@@ -206,7 +211,7 @@ fn rfc4733_keys_call_admin_1_back(trunk_user: &str) {
     let Some(mut site) = Site::start(false) else {
         return;
     };
-    let mut caller = site.caller(None);
+    let mut caller = site.caller(None, None);
     let capture = site.capture();
     call_the_gate(&site, &mut caller, trunk_user, true);
     // The gate took telephone-event from baresip's offer (baresip sends keys only then).
@@ -328,7 +333,8 @@ fn dtmf_pair(key: char) -> (u32, u32) {
     panic!("not a DTMF key: {key}");
 }
 
-fn inband_keys_call_admin_1_back(trunk_user: &str) {
+/// `codec` is the only one offered: `"PCMU"` or `"PCMA"` (G.711 μ-law or A-law).
+fn inband_keys_call_admin_1_back(trunk_user: &str, codec: &str) {
     if !support::have_program("sox") {
         return;
     }
@@ -337,13 +343,17 @@ fn inband_keys_call_admin_1_back(trunk_user: &str) {
     };
     let wavs = tempfile::tempdir().expect("temp dir");
     let wav = dtmf_wav(wavs.path(), KEYS);
-    let mut caller = site.caller(Some(&wav));
+    let mut caller = site.caller(Some(&wav), Some(codec));
     call_the_gate(&site, &mut caller, trunk_user, false);
     // baresip offered telephone-event; the PBX took it out, so the gate's answer has none.
     let answer = caller.sdp_answer().unwrap_or_default();
     assert!(
         answer.contains("m=audio") && !answer.contains("telephone-event"),
         "answer without telephone-event:\n{answer}"
+    );
+    assert!(
+        answer.contains(&format!("{codec}/8000")),
+        "{codec} answered:\n{answer}"
     );
     assert!(
         !caller.log().contains("send DTMF digit"),
@@ -353,13 +363,13 @@ fn inband_keys_call_admin_1_back(trunk_user: &str) {
 }
 
 #[test]
-fn baresip_inband_keys_on_the_admin_trunk_call_admin_1_back() {
-    inband_keys_call_admin_1_back("gate-admin");
+fn baresip_inband_mu_law_keys_on_the_admin_trunk_call_admin_1_back() {
+    inband_keys_call_admin_1_back("gate-admin", "PCMU");
 }
 
 #[test]
-fn baresip_inband_keys_on_the_user_trunk_call_admin_1_back() {
-    inband_keys_call_admin_1_back("gate-user");
+fn baresip_inband_a_law_keys_on_the_user_trunk_call_admin_1_back() {
+    inband_keys_call_admin_1_back("gate-user", "PCMA");
 }
 
 #[test]

@@ -53,6 +53,9 @@ pub struct BaresipOptions {
     pub auto_answer: bool,
     /// An 8 kHz mono 16-bit WAV sent as the call's audio; `None`: 30 s of silence.
     pub audio_source: Option<PathBuf>,
+    /// Offer only these codecs (`audio_codecs` account parameter, e.g. `"PCMA"`); `None`:
+    /// PCMU and PCMA.
+    pub codecs: Option<String>,
 }
 
 impl BaresipOptions {
@@ -64,11 +67,17 @@ impl BaresipOptions {
             register: true,
             auto_answer: false,
             audio_source: None,
+            codecs: None,
         }
     }
 
     pub fn auto_answer(mut self) -> Self {
         self.auto_answer = true;
+        self
+    }
+
+    pub fn codecs(mut self, codecs: &str) -> Self {
+        self.codecs = Some(codecs.to_owned());
         self
     }
 
@@ -414,6 +423,10 @@ fn write_config(
     );
     if o.auto_answer {
         account.push_str(";answermode=auto");
+    }
+    if let Some(codecs) = &o.codecs {
+        account.push_str(";audio_codecs=");
+        account.push_str(codecs);
     }
     account.push('\n');
     let write = |name: &str, text: &str| {
