@@ -83,6 +83,18 @@ pub fn private_rtp_range() -> (u16, u16) {
     }
 }
 
+/// Whether `text` holds `secret` as a token of its own, not inside a longer run of letters
+/// and digits: a 4-digit PIN also turns up by chance inside microsecond stamps, ports and
+/// hex Call-IDs of a debug log, which are no leak.
+pub fn mentions(text: &str, secret: &str) -> bool {
+    text.match_indices(secret).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + secret.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
 /// A minimal OPTIONS request.
 pub fn options_request(uri: &str, call_id: &str) -> String {
     format!(
