@@ -8,7 +8,7 @@
 //! - the same with the keys as in-band tones: a WAV made with sox (100 ms tone / 100 ms gap)
 //!   is baresip's audio source, and the PBX strips telephone-event from the offer, so the
 //!   gate's answer has none and only its Goertzel detector can read them (μ-law on the admin
-//!   trunk, A-law on the user trunk);
+//!   trunk, A-law on the user trunk); the capture shows audio and no telephone-event;
 //! - the admin's callback phone is baresip too (registered as 1001, auto-answer): it rings
 //!   from the originate trunk and answers, also after a MESSAGE `MAINTAIN-1` sent by sipsak.
 //!   baresip has no modem, so the gate ends the callback after `modem.connect_timeout_s`.
@@ -334,7 +334,11 @@ fn dtmf_pair(key: char) -> (u32, u32) {
 
 /// `codec` is the only one offered: `"PCMU"` or `"PCMA"` (G.711 μ-law or A-law).
 fn inband_keys_call_admin_1_back(trunk_user: &str, codec: &str) {
-    if !support::have_program("sox") {
+    if !support::have_program("sox")
+        || !support::have_program("dumpcap")
+        || !support::have_program("tshark")
+        || !support::running_as_root()
+    {
         return;
     }
     let Some(mut site) = Site::start(true) else {
@@ -343,6 +347,7 @@ fn inband_keys_call_admin_1_back(trunk_user: &str, codec: &str) {
     let wavs = tempfile::tempdir().expect("temp dir");
     let wav = dtmf_wav(wavs.path(), KEYS);
     let mut caller = site.caller(Some(&wav), Some(codec));
+    let capture = site.capture();
     call_the_gate(&site, &mut caller, trunk_user, false);
     // baresip offered telephone-event; the PBX took it out, so the gate's answer has none.
     let answer = caller.sdp_answer().unwrap_or_default();
@@ -359,6 +364,15 @@ fn inband_keys_call_admin_1_back(trunk_user: &str, codec: &str) {
         "no key went out as an event"
     );
     site.assert_called_back(&caller);
+    let cap = capture.stop();
+    let pt = if codec == "PCMA" { 8 } else { 0 };
+    assert!(
+        cap.count(&format!("rtp.p_type == {pt}")) > 0,
+        "{codec} audio on the wire"
+    );
+    assert_eq!(cap.count("rtpevent"), 0, "no telephone-event on the wire");
+    let errors = cap.decode_errors();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
 
 #[test]
