@@ -154,7 +154,7 @@ async fn run(
                         for (o, b) in samples.iter_mut().zip(pkt.payload.iter()) {
                             *o = p.law.decode(*b);
                         }
-                        match clock.admit(pkt.timestamp, n) {
+                        match clock.admit(pkt.ssrc, pkt.timestamp, n) {
                             Admit::Late => {}
                             Admit::After(gap) => {
                                 // Silence suppression or loss: the gap is played as silence,
@@ -190,8 +190,8 @@ const MAX_FILL_SAMPLES: u32 = 8000;
 /// the timestamp counts sampling instants), and the arrival that anchors it to wall time.
 #[derive(Debug, Default)]
 struct InbandClock {
-    /// Timestamp the next in-order packet carries.
-    next_ts: Option<u32>,
+    /// The stream and the timestamp its next in-order packet carries.
+    next: Option<(Ssrc, u32)>,
     /// Samples given to the detector so far.
     pushed: u64,
 }
@@ -206,17 +206,21 @@ enum Admit {
 }
 
 impl InbandClock {
-    /// Place a packet of `len` samples stamped `ts`.
-    fn admit(&mut self, ts: u32, len: usize) -> Admit {
+    /// Place a packet of `len` samples stamped `ts` from `ssrc`; a new SSRC starts a new
+    /// media clock (RFC 3550 §5.1: timestamps of different sources are unrelated).
+    fn admit(&mut self, ssrc: Ssrc, ts: u32, len: usize) -> Admit {
         // Serial-number comparison (RFC 3550 §A.1 style): a gap over 2^31 is a step back.
-        let gap = self.next_ts.map_or(0, |next| ts.wrapping_sub(next));
+        let gap = match self.next {
+            Some((s, next)) if s == ssrc => ts.wrapping_sub(next),
+            _ => 0,
+        };
         let back = gap.wrapping_neg();
         if gap > u32::MAX / 2 && back <= MAX_FILL_SAMPLES {
             return Admit::Late;
         }
         let fill = if gap <= MAX_FILL_SAMPLES { gap } else { 0 };
         // `len` is at most a 960-sample buffer, so the u32 cast is exact.
-        self.next_ts = Some(ts.wrapping_add(len as u32));
+        self.next = Some((ssrc, ts.wrapping_add(len as u32)));
         self.pushed += u64::from(fill) + len as u64;
         Admit::After(fill as usize)
     }
@@ -234,30 +238,39 @@ mod tests {
     #[test]
     fn inband_clock_fills_suppressed_silence_and_drops_late_packets() {
         let mut c = InbandClock::default();
-        assert_eq!(c.admit(1000, 160), Admit::After(0));
-        assert_eq!(c.admit(1160, 160), Admit::After(0));
+        let s = Ssrc(7);
+        assert_eq!(c.admit(s, 1000, 160), Admit::After(0));
+        assert_eq!(c.admit(s, 1160, 160), Admit::After(0));
         // 300 ms of suppressed silence.
-        assert_eq!(c.admit(1320 + 2400, 160), Admit::After(2400));
+        assert_eq!(c.admit(s, 1320 + 2400, 160), Admit::After(2400));
         // A reordered packet from before.
-        assert_eq!(c.admit(1320, 160), Admit::Late);
+        assert_eq!(c.admit(s, 1320, 160), Admit::Late);
         assert_eq!(c.pushed, 160 * 3 + 2400);
-        // A new stream far away: played at once, no fill.
-        assert_eq!(c.admit(0x8000_0000, 160), Admit::After(0));
-        assert_eq!(c.admit(0x8000_00A0, 160), Admit::After(0));
+        // A jump far away: played at once, no fill.
+        assert_eq!(c.admit(s, 0x8000_0000, 160), Admit::After(0));
+        assert_eq!(c.admit(s, 0x8000_00A0, 160), Admit::After(0));
+    }
+
+    #[test]
+    fn inband_clock_restarts_on_a_new_ssrc_even_a_little_behind() {
+        let mut c = InbandClock::default();
+        assert_eq!(c.admit(Ssrc(1), 5000, 160), Admit::After(0));
+        assert_eq!(c.admit(Ssrc(2), 4000, 160), Admit::After(0));
+        assert_eq!(c.admit(Ssrc(2), 4160, 160), Admit::After(0));
     }
 
     #[test]
     fn inband_clock_handles_the_timestamp_wrap() {
         let mut c = InbandClock::default();
-        assert_eq!(c.admit(u32::MAX - 159, 160), Admit::After(0));
-        assert_eq!(c.admit(160, 160), Admit::After(160));
+        assert_eq!(c.admit(Ssrc(1), u32::MAX - 159, 160), Admit::After(0));
+        assert_eq!(c.admit(Ssrc(1), 160, 160), Admit::After(160));
     }
 
     #[test]
     fn inband_clock_anchor_puts_the_newest_sample_at_now() {
         let mut c = InbandClock::default();
-        let _ = c.admit(0, 160);
-        let _ = c.admit(160 + 8000 - 160, 160);
+        let _ = c.admit(Ssrc(1), 0, 160);
+        let _ = c.admit(Ssrc(1), 160 + 8000 - 160, 160);
         let now = Instant::now() + Duration::from_secs(10);
         let origin = c.anchor(now).unwrap();
         assert_eq!(now - origin, Duration::from_micros(8160 * 125));
