@@ -2,7 +2,10 @@
 //! socket, sends 20 ms G.711 frames (a tone cue when one is playing, silence otherwise), and
 //! turns what arrives into one digit stream: RFC 4733 events and in-band tones, merged so a
 //! key seen both ways counts once (`media::dtmf`). Symmetric RTP: once the caller's packets
-//! arrive, we answer to where they come from.
+//! arrive, we answer to where they come from. The in-band detector runs on the audio's RTP
+//! clock (gaps from silence suppression or loss played as silence) and its samples are
+//! placed in time from the newest packet's arrival, like RFC 4733 events, so a key that a
+//! gateway sends both ways meets itself in the merger (issue 3, carrier quirks).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
