@@ -4,7 +4,11 @@
 //! key seen both ways counts once (`media::dtmf`). Symmetric RTP: once the caller's packets
 //! arrive, we answer to where they come from. Cues and WAV prompts play in the order asked,
 //! each from a frame boundary. When no RTP arrives for `rtp_timeout` (issue 3 point 2,
-//! `media.rtp_timeout_s`), the task reports it once so the call can be ended.
+//! `media.rtp_timeout_s`), the task reports it once so the call can be ended. The in-band
+//! detector runs on the audio's RTP clock (gaps from silence suppression or loss played as
+//! silence) and its samples are placed in time from the newest packet's arrival, like RFC
+//! 4733 events, so a key that a gateway sends both ways meets itself in the merger (issue 3,
+//! carrier quirks).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -143,6 +147,7 @@ async fn run(
     let mut queue: std::collections::VecDeque<Sound> = std::collections::VecDeque::new();
     let mut last_rtp = origin;
     let mut timed_out = false;
+    let mut clock = InbandClock::default();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut buf = vec![0u8; 2048];
     let mut pcm = [0i16; FRAME];
@@ -216,15 +221,125 @@ async fn run(
                         for (o, b) in samples.iter_mut().zip(pkt.payload.iter()) {
                             *o = p.law.decode(*b);
                         }
-                        det.push(samples.get(..n).unwrap_or(&[]));
-                        while let Some(ev) = det.poll_event() {
-                            if let Some(d) = Digit::from_char(ev.digit) {
-                                emit(merger.observe(Observation::from_samples(d, DtmfSource::InBand, origin, ev.start_sample, ev.end_sample)));
+                        match clock.admit(pkt.ssrc, pkt.timestamp, n) {
+                            Admit::Late => {}
+                            Admit::After(gap) => {
+                                // Silence suppression or loss: the gap is played as silence,
+                                // so pauses between keys keep their length (Q.24 timing).
+                                for _ in 0..gap / FRAME {
+                                    det.push(&[0i16; FRAME]);
+                                }
+                                det.push(&[0i16; FRAME][..gap % FRAME]);
+                                det.push(samples.get(..n).unwrap_or(&[]));
+                                // The detector's samples are placed in time from this packet's
+                                // arrival, as RFC 4733 events are: a key seen both ways then
+                                // overlaps in the merger however late the audio started.
+                                let anchor = clock.anchor(now).unwrap_or(origin);
+                                while let Some(ev) = det.poll_event() {
+                                    if let Some(d) = Digit::from_char(ev.digit) {
+                                        emit(merger.observe(Observation::from_samples(d, DtmfSource::InBand, anchor, ev.start_sample, ev.end_sample)));
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Longest gap in the audio's RTP timestamps filled with silence for the in-band detector
+/// (1 s): beyond it the stream is taken as restarted (new SSRC, or a jump) and not filled.
+const MAX_FILL_SAMPLES: u32 = 8000;
+
+/// The in-band detector's sample clock, kept on the audio's RTP media clock (RFC 3550 §5.1:
+/// the timestamp counts sampling instants), and the arrival that anchors it to wall time.
+#[derive(Debug, Default)]
+struct InbandClock {
+    /// The stream and the timestamp its next in-order packet carries.
+    next: Option<(Ssrc, u32)>,
+    /// Samples given to the detector so far.
+    pushed: u64,
+}
+
+/// What to do with an audio packet.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Older than what was played (reordered or duplicated): not for the detector.
+    Late,
+    /// Play it after this many samples of silence.
+    After(usize),
+}
+
+impl InbandClock {
+    /// Place a packet of `len` samples stamped `ts` from `ssrc`; a new SSRC starts a new
+    /// media clock (RFC 3550 §5.1: timestamps of different sources are unrelated).
+    fn admit(&mut self, ssrc: Ssrc, ts: u32, len: usize) -> Admit {
+        // Serial-number comparison (RFC 3550 §A.1 style): a gap over 2^31 is a step back.
+        let gap = match self.next {
+            Some((s, next)) if s == ssrc => ts.wrapping_sub(next),
+            _ => 0,
+        };
+        let back = gap.wrapping_neg();
+        if gap > u32::MAX / 2 && back <= MAX_FILL_SAMPLES {
+            return Admit::Late;
+        }
+        let fill = if gap <= MAX_FILL_SAMPLES { gap } else { 0 };
+        // `len` is at most a 960-sample buffer, so the u32 cast is exact.
+        self.next = Some((ssrc, ts.wrapping_add(len as u32)));
+        self.pushed += u64::from(fill) + len as u64;
+        Admit::After(fill as usize)
+    }
+
+    /// The instant of the detector's sample 0, if the newest sample arrived at `now`.
+    fn anchor(&self, now: Instant) -> Option<Instant> {
+        now.checked_sub(Duration::from_micros(self.pushed.saturating_mul(125)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inband_clock_fills_suppressed_silence_and_drops_late_packets() {
+        let mut c = InbandClock::default();
+        let s = Ssrc(7);
+        assert_eq!(c.admit(s, 1000, 160), Admit::After(0));
+        assert_eq!(c.admit(s, 1160, 160), Admit::After(0));
+        // 300 ms of suppressed silence.
+        assert_eq!(c.admit(s, 1320 + 2400, 160), Admit::After(2400));
+        // A reordered packet from before.
+        assert_eq!(c.admit(s, 1320, 160), Admit::Late);
+        assert_eq!(c.pushed, 160 * 3 + 2400);
+        // A jump far away: played at once, no fill.
+        assert_eq!(c.admit(s, 0x8000_0000, 160), Admit::After(0));
+        assert_eq!(c.admit(s, 0x8000_00A0, 160), Admit::After(0));
+    }
+
+    #[test]
+    fn inband_clock_restarts_on_a_new_ssrc_even_a_little_behind() {
+        let mut c = InbandClock::default();
+        assert_eq!(c.admit(Ssrc(1), 5000, 160), Admit::After(0));
+        assert_eq!(c.admit(Ssrc(2), 4000, 160), Admit::After(0));
+        assert_eq!(c.admit(Ssrc(2), 4160, 160), Admit::After(0));
+    }
+
+    #[test]
+    fn inband_clock_handles_the_timestamp_wrap() {
+        let mut c = InbandClock::default();
+        assert_eq!(c.admit(Ssrc(1), u32::MAX - 159, 160), Admit::After(0));
+        assert_eq!(c.admit(Ssrc(1), 160, 160), Admit::After(160));
+    }
+
+    #[test]
+    fn inband_clock_anchor_puts_the_newest_sample_at_now() {
+        let mut c = InbandClock::default();
+        let _ = c.admit(Ssrc(1), 0, 160);
+        let _ = c.admit(Ssrc(1), 160 + 8000 - 160, 160);
+        let now = Instant::now() + Duration::from_secs(10);
+        let origin = c.anchor(now).unwrap();
+        assert_eq!(now - origin, Duration::from_micros(8160 * 125));
     }
 }

@@ -47,6 +47,9 @@ pub struct KamailioOptions {
     pub algorithm: String,
     /// Kamailio log level (`debug=`): 2 info, 3 debug.
     pub log_level: u8,
+    /// Remove telephone-event from initial INVITE offers (`STRIP_TELEPHONE_EVENT`): a
+    /// gateway that carries DTMF in-band only, for peers that always offer it (baresip 1.0).
+    pub strip_telephone_event: bool,
 }
 
 impl KamailioOptions {
@@ -61,6 +64,7 @@ impl KamailioOptions {
             realm: DEFAULT_REALM.to_owned(),
             algorithm: "MD5".to_owned(),
             log_level: 2,
+            strip_telephone_event: false,
         }
     }
 }
@@ -313,6 +317,9 @@ impl Kamailio {
         }
         if self.options.auth_all {
             cmd.arg("-A").arg("AUTH_ALL");
+        }
+        if self.options.strip_telephone_event {
+            cmd.arg("-A").arg("STRIP_TELEPHONE_EVENT");
         }
         let mut process = PeerProcess::spawn(PEER, cmd, &log)?;
         let deadline = Instant::now() + READY_TIMEOUT;

@@ -12,8 +12,12 @@
 //! | `kamailio` | the test PBX (`docker/kamailio/kamailio.cfg`): start, query, restart  |
 //! | `sipp`     | SIPp scenarios from `tests/sipp/` as a server or as a client          |
 //! | `uac`      | a blocking REGISTER-with-digest client (phones, misbehaving clients)  |
+//! | `tshark`   | dumpcap captures on `lo` and tshark queries of them (malformed, fields) |
 //! | `process`  | child-process plumbing shared by the above: groups, kill, log tails   |
 //! | `gate_pbx` | the gate behind Kamailio: dialplan from the example, MESSAGE by sipsak |
+//! | `baresip`  | baresip 1.0 softphones driven over `ctrl_tcp` (dial, RFC 4733 keys)    |
+//! | `pcap`     | classic pcap files of Ethernet/IPv4/UDP frames (SIPp `play_pcap_audio`) |
+//! | `sipsak`   | one MESSAGE with digest credentials through the PBX (the admin client) |
 //!
 //! # Using it from a test
 //!
@@ -48,13 +52,17 @@
 //! (`CI` set), where `.ci/run` installs them: a skipped peer test would prove nothing.
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod dialback;
 pub mod digest;
 pub mod gate_pbx;
 pub mod kamailio;
+pub mod pcap;
 pub mod ports;
 pub mod process;
 pub mod sipp;
+pub mod sipsak;
+pub mod tshark;
 pub mod uac;
 
 use std::path::PathBuf;
@@ -75,4 +83,22 @@ pub fn have_program(program: &str) -> bool {
         "{program} is not installed, and CI must run every peer test (see .ci/run)"
     );
     found
+}
+
+/// True when the tests run as root, which capturing (`dumpcap`) and SIPp's `play_pcap_audio`
+/// (a raw socket) need. Outside CI a non-root run skips those tests with a message; under CI
+/// (`CI` set) it fails, since CI runs them as root.
+pub fn running_as_root() -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    assert!(
+        root || std::env::var_os("CI").is_none(),
+        "packet capture and SIPp pcap play need root, and CI must run them"
+    );
+    if !root {
+        eprintln!("not root: capture / pcap-play test skipped");
+    }
+    root
 }

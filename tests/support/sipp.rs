@@ -34,6 +34,7 @@ pub struct Sipp {
     args: Vec<String>,
     timeout: Duration,
     calls: u32,
+    cwd: Option<PathBuf>,
 }
 
 impl Sipp {
@@ -51,6 +52,7 @@ impl Sipp {
             args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             calls: 1,
+            cwd: None,
         }
     }
 
@@ -80,6 +82,13 @@ impl Sipp {
     /// Global timeout (`-timeout`); the run fails when it is reached.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Run SIPp in `dir` instead of its own temp dir (files a scenario names relatively, such
+    /// as `play_pcap_audio`, are found there); logs still go to the temp dir.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
         self
     }
 
@@ -152,7 +161,7 @@ impl Sipp {
             .arg(dir.path().join("messages.log"))
             .arg("-error_file")
             .arg(dir.path().join("errors.log"))
-            .current_dir(dir.path());
+            .current_dir(self.cwd.as_deref().unwrap_or(dir.path()));
         for (name, value) in &self.vars {
             cmd.arg("-set").arg(name).arg(value);
         }
