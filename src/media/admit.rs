@@ -57,6 +57,8 @@ pub enum Verdict {
     Audio,
     /// The call's telephone-events.
     Event,
+    /// Comfort noise (RFC 3389) from the call's source: proof of life, nothing to play.
+    ComfortNoise,
     /// Not for us; see [`AdmitCounts`] for why.
     Drop(DropReason),
 }
@@ -79,6 +81,7 @@ pub enum DropReason {
 pub struct AdmitCounts {
     pub audio: u64,
     pub events: u64,
+    pub comfort_noise: u64,
     pub malformed: u64,
     pub foreign_source: u64,
     pub unknown_payload_type: u64,
@@ -137,6 +140,8 @@ impl Admission {
             Verdict::Audio
         } else if Some(pkt.payload_type) == self.cfg.event_pt {
             Verdict::Event
+        } else if pkt.is_comfort_noise() {
+            Verdict::ComfortNoise
         } else {
             // Checked before latching: a stranger's odd packet must not capture the port.
             return self.drop(DropReason::UnknownPayloadType);
@@ -173,7 +178,8 @@ impl Admission {
         }
         match kind {
             Verdict::Audio => self.counts.audio += 1,
-            _ => self.counts.events += 1,
+            Verdict::Event => self.counts.events += 1,
+            _ => self.counts.comfort_noise += 1,
         }
         kind
     }
@@ -312,6 +318,18 @@ mod tests {
             (2, 1, 1, 3)
         );
         assert_eq!(feed(&mut a, t, NAT, &rtp(0, 7, 1)), Verdict::Audio);
+    }
+
+    #[test]
+    fn comfort_noise_is_admitted_from_the_source_but_never_played() {
+        let t = Instant::now();
+        let mut a = admission();
+        assert_eq!(feed(&mut a, t, SDP, &rtp(13, 7, 1)), Verdict::ComfortNoise);
+        assert_eq!(
+            feed(&mut a, t, STRANGER, &rtp(13, 9, 1)),
+            Verdict::Drop(DropReason::ForeignSource)
+        );
+        assert_eq!(a.counts().comfort_noise, 1);
     }
 
     #[test]

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::media::admit::{Admission, AdmitConfig, AdmitCounts, Verdict};
 use crate::media::dtmf::{Digit, DtmfMerger, DtmfSource, MergeConfig, Observation};
 use crate::media::g711::Law;
 use crate::media::inband::{InbandConfig, InbandDetector};
@@ -128,6 +129,14 @@ async fn run(
 ) {
     let origin = Instant::now();
     let mut remote = p.remote;
+    let mut admission = Admission::new(AdmitConfig::new(
+        p.remote,
+        p.payload_type,
+        p.telephone_event_pt,
+    ));
+    let mut reported = AdmitCounts::default();
+    let mut last_report = origin;
+    let mut ssrc_changes = 0;
     let mut send = RtpSendStream::new(
         Ssrc(rand::random()),
         p.payload_type,
@@ -183,6 +192,21 @@ async fn run(
                     timed_out = true;
                     let _ = digits.send((key, MediaEvent::RtpTimeout)).await;
                 }
+                // Bad input is counted and logged, at most one line per 5 s while it lasts.
+                let counts = admission.counts();
+                if counts.rejected() > reported.rejected()
+                    && now.saturating_duration_since(last_report) >= Duration::from_secs(5)
+                {
+                    warn!(
+                        call = key,
+                        malformed = counts.malformed,
+                        foreign_source = counts.foreign_source,
+                        unknown_payload_type = counts.unknown_payload_type,
+                        "dropped RTP datagrams on a call's media port"
+                    );
+                    reported = counts;
+                    last_report = now;
+                }
                 events.handle_timeout(now);
                 while let Some(k) = events.poll_event() {
                     emit(merger.observe(Observation { digit: k.digit, source: DtmfSource::Rfc4733, start: k.start, end: k.end }));
@@ -205,8 +229,18 @@ async fn run(
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, src)) = r else { continue };
                 let now = Instant::now();
-                let Ok(Datagram::Rtp(pkt)) = rtp::parse(buf.get(..n).unwrap_or(&[])) else { continue };
-                remote = src;
+                let parsed = rtp::parse(buf.get(..n).unwrap_or(&[]));
+                let verdict = admission.admit(now, src, &parsed);
+                let Ok(Datagram::Rtp(pkt)) = parsed else { continue };
+                if matches!(verdict, Verdict::Drop(_)) {
+                    continue;
+                }
+                if admission.counts().ssrc_changes != ssrc_changes {
+                    // RFC 4733 §2.5.1.3 (via RFC 3550 §8.2): a new source restarts the events.
+                    events = Receiver::new(ReceiverConfig::default());
+                    ssrc_changes = admission.counts().ssrc_changes;
+                }
+                remote = admission.remote();
                 last_rtp = now;
                 if Some(pkt.payload_type) == p.telephone_event_pt {
                     if events.handle_packet(now, pkt.marker, pkt.timestamp, pkt.payload).is_ok() {
