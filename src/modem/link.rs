@@ -15,10 +15,12 @@
 //!   2.6–4.0 s), [`POST_ANS_MS`] of silence (V.25: 75 ± 20 ms), then its channel-2 mark; Bell
 //!   103 sends its answer-band mark at once (2225 Hz is the Bell answer tone itself).
 //! - **Fallback.** An attempt that is not the last gives up, and the next starts on the same
-//!   line, when it has not connected and: a V.25 answer tone ended [`AFTER_ANS_MS`] ago (a
-//!   V.22bis answerer sends its unscrambled ones 75 ms after ANS and connects within about
-//!   2 s); a Bell 2225 Hz tone has lasted [`BELL_TONE_MS`] (a Bell 103 answerer's mark, which
-//!   never stops on its own); or the attempt has lasted [`ATTEMPT_MAX_MS`] in all. The last
+//!   line, when it has not connected and the far end is not what it expects: for V.22bis/V.22,
+//!   a V.25 answer tone ended [`AFTER_ANS_MS`] ago (a V.22bis answerer sends its unscrambled
+//!   ones 75 ms after ANS and connects within about 2 s) or a Bell 2225 Hz tone has lasted
+//!   [`BELL_TONE_MS`] (a Bell 103 answerer's mark, which never stops on its own); for V.21, a
+//!   Bell tone, or an ended ANS with no carrier after it; for Bell 103, an ended ANS and no
+//!   Bell tone. Any attempt gives up after [`ATTEMPT_MAX_MS`] in all. The last
 //!   attempt runs until the session's `modem.connect_timeout_s`, which bounds the whole
 //!   sequence from answer (the runtime's timer, not ours).
 //!
@@ -75,10 +77,6 @@ impl Modulation {
             Modulation::V21 => "V.21",
             Modulation::Bell103 => "Bell 103",
         }
-    }
-
-    fn is_v22(self) -> bool {
-        matches!(self, Modulation::V22bis | Modulation::V22)
     }
 }
 
@@ -397,10 +395,14 @@ impl Link {
         let bell = self
             .bell_since
             .is_some_and(|t| self.now.saturating_sub(t) >= BELL_TONE_MS * PER_MS);
-        let give_up = elapsed >= ATTEMPT_MAX_MS * PER_MS
-            || (self.modulation().is_v22() && (after_ans || bell))
-            // An FSK attempt whose carrier never came: the ANS rule applies as well.
-            || (!self.modulation().is_v22() && self.carrier_since.is_none() && after_ans);
+        let wrong_far_end = match self.modulation() {
+            Modulation::V22bis | Modulation::V22 => after_ans || bell,
+            // A Bell answerer's mark, or an answer tone over with no carrier after it.
+            Modulation::V21 => bell || (after_ans && self.carrier_since.is_none()),
+            // An answer tone over and no Bell mark: a V.21 or V.22 answerer.
+            Modulation::Bell103 => after_ans && self.bell_since.is_none(),
+        };
+        let give_up = wrong_far_end || elapsed >= ATTEMPT_MAX_MS * PER_MS;
         if !give_up {
             return;
         }
@@ -629,6 +631,28 @@ mod tests {
         });
         assert_eq!(connected(&ce), Some((Modulation::Bell103, 300)), "{ce:?}");
         assert_eq!(connected(&ae), Some((Modulation::Bell103, 300)), "{ae:?}");
+    }
+
+    #[test]
+    fn default_chain_reaches_bell103_quickly_past_v21() {
+        use Modulation::*;
+        let mut c = link(Role::Caller, &[V22bis, V22, V21, Bell103]);
+        let mut a = link(Role::Answerer, &[Bell103]);
+        let (ce, _, ms) = run(&mut c, &mut a, 20_000, |c, _| connected(c).is_some());
+        assert_eq!(connected(&ce), Some((Bell103, 300)), "{ce:?}");
+        assert!(ms < 6_000, "connected after {ms} ms: {ce:?}");
+    }
+
+    #[test]
+    fn bell103_first_falls_to_v21_after_a_v25_answer_tone() {
+        use Modulation::*;
+        let mut c = link(Role::Caller, &[Bell103, V21]);
+        let mut a = link(Role::Answerer, &[V21]);
+        let (ce, ae, _) = run(&mut c, &mut a, 20_000, |c, a| {
+            connected(c).is_some() && connected(a).is_some()
+        });
+        assert_eq!(connected(&ce), Some((V21, 300)), "{ce:?}");
+        assert_eq!(connected(&ae), Some((V21, 300)), "{ae:?}");
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::modem::v22bis::{Rate, Role};
 
 /// Samples per 20 ms frame.
 const FRAME: usize = 160;
+/// Consecutive lost frames bridged as a gap (`push_lost`); later ones are silence (200 ms:
+/// far beyond the 20–40 ms gaps of real packet loss, well within a hang-up's silence).
+const LOST_BRIDGED_FRAMES: u32 = 10;
 /// Bytes per chunk on the data channels.
 const CHUNK: usize = 64;
 /// After the last byte left the modem: one character at 300 bit/s plus the far end's jitter
@@ -172,6 +175,7 @@ async fn run(
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut rx_bytes: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut tx_open = true;
+    let mut lost_run = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -179,8 +183,18 @@ async fn run(
                 // Receive side: every frame due, or a lost one, keeps the modem's clock running.
                 while let Some(f) = jitter.poll_frame(now) {
                     match f {
-                        Frame::Audio(samples) => modem.push(&samples),
-                        Frame::Lost => modem.push_lost(FRAME),
+                        Frame::Audio(samples) => {
+                            lost_run = 0;
+                            modem.push(&samples);
+                        }
+                        // A short gap keeps the modem's clocks running; a long one is the far
+                        // end gone (RTP stopped), which the modem must see as silence so its
+                        // carrier detector ends the session.
+                        Frame::Lost if lost_run < LOST_BRIDGED_FRAMES => {
+                            lost_run += 1;
+                            modem.push_lost(FRAME);
+                        }
+                        Frame::Lost => modem.push(&[0; FRAME]),
                     }
                 }
                 // Transmit side.
