@@ -197,7 +197,8 @@ impl Link {
         })
     }
 
-    /// The modulation of the current attempt.
+    /// The modulation of the current attempt (before CONNECT) or the attempt that connected
+    /// (see [`LinkEvent::Connected`] for V.22 within a V.22bis attempt).
     pub fn modulation(&self) -> Modulation {
         self.attempts
             .get(self.index)

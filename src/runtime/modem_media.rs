@@ -7,7 +7,7 @@
 //! as the modem's queue accepts it, so a fast source cannot flood a 2400 bit/s line.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,11 +36,7 @@ const DRAIN_TAIL: Duration = Duration::from_millis(300);
 /// What the modem reports to the session logic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
-    /// An attempt with `modulation` started (the first at once, later ones on fallback).
-    /// `Connected` at 1200 bit/s during a V.22bis attempt is V.22 (its handshake fell back).
-    Trying {
-        modulation: Modulation,
-    },
+    /// Data flows; [`ModemLine::modulation`] says which modulation connected.
     Connected {
         rate_bps: u32,
     },
@@ -55,10 +51,18 @@ pub struct ModemLine {
     pub tx: mpsc::Sender<Vec<u8>>,
     /// Bytes the task has taken from `tx` that are not on the line yet.
     unsent: Arc<AtomicUsize>,
+    /// The modulation of the current attempt, then the one that connected.
+    modulation: Arc<AtomicU8>,
     task: JoinHandle<()>,
 }
 
 impl ModemLine {
+    /// The modulation being tried, or once `Connected` was reported, the one that connected
+    /// (V.22 when a V.22bis attempt fell back to 1200 bit/s in its handshake).
+    pub fn modulation(&self) -> Modulation {
+        decode(self.modulation.load(Ordering::SeqCst))
+    }
+
     /// Wait until everything given to `tx` has been sent on the line (the last character may
     /// still be leaving), or `max`; then give the far end's receiver a moment. For an orderly
     /// end: drain, then hang up.
@@ -134,13 +138,43 @@ pub fn spawn_link(
     let (etx, erx) = mpsc::channel(64);
     let (ttx, trx) = mpsc::channel(8);
     let unsent = Arc::new(AtomicUsize::new(0));
-    let task = tokio::spawn(run(socket, p, modem, etx, trx, unsent.clone()));
+    let modulation = Arc::new(AtomicU8::new(encode(modem.modulation())));
+    let shared = Shared {
+        unsent: unsent.clone(),
+        modulation: modulation.clone(),
+    };
+    let task = tokio::spawn(run(socket, p, modem, etx, trx, shared));
     Ok(ModemLine {
         events: erx,
         tx: ttx,
         unsent,
+        modulation,
         task,
     })
+}
+
+/// State the task shares with its [`ModemLine`].
+struct Shared {
+    unsent: Arc<AtomicUsize>,
+    modulation: Arc<AtomicU8>,
+}
+
+fn encode(m: Modulation) -> u8 {
+    match m {
+        Modulation::V22bis => 0,
+        Modulation::V22 => 1,
+        Modulation::V21 => 2,
+        Modulation::Bell103 => 3,
+    }
+}
+
+fn decode(v: u8) -> Modulation {
+    match v {
+        1 => Modulation::V22,
+        2 => Modulation::V21,
+        3 => Modulation::Bell103,
+        _ => Modulation::V22bis,
+    }
 }
 
 async fn run(
@@ -149,8 +183,12 @@ async fn run(
     mut modem: Link,
     events: mpsc::Sender<LineEvent>,
     mut tx: mpsc::Receiver<Vec<u8>>,
-    unsent: Arc<AtomicUsize>,
+    shared: Shared,
 ) {
+    let Shared {
+        unsent,
+        modulation: current,
+    } = shared;
     let start = Instant::now();
     let mut remote = p.remote;
     let mut jitter = JitterBuffer::new(
@@ -217,10 +255,11 @@ async fn run(
                     match ev {
                         LinkEvent::Trying { modulation } => {
                             info!(modulation = modulation.name(), after_ms = start.elapsed().as_millis() as u64, "modem trying");
-                            if events.send(LineEvent::Trying { modulation }).await.is_err() { return; }
+                            current.store(encode(modulation), Ordering::SeqCst);
                         }
                         LinkEvent::Connected { modulation, rate_bps } => {
                             info!(modulation = modulation.name(), rate_bps, after_ms = start.elapsed().as_millis() as u64, "modem connected");
+                            current.store(encode(modulation), Ordering::SeqCst);
                             if events.send(LineEvent::Connected { rate_bps }).await.is_err() { return; }
                         }
                         LinkEvent::Data(b) => rx_bytes.push(b),

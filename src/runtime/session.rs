@@ -111,18 +111,9 @@ pub async fn run(mut line: ModemLine, admin: AdminId, s: SessionSettings) -> Rea
 /// Wait for CONNECT within `within`; the rate and the modulation that connected.
 async fn await_connect(line: &mut ModemLine, within: Duration) -> Option<(u32, Modulation)> {
     tokio::time::timeout(within, async {
-        let mut trying = Modulation::V22bis;
         while let Some(ev) = line.events.recv().await {
             match ev {
-                LineEvent::Trying { modulation } => trying = modulation,
-                LineEvent::Connected { rate_bps } => {
-                    // A V.22bis attempt that fell back in its handshake runs V.22.
-                    let m = match (trying, rate_bps) {
-                        (Modulation::V22bis, 1200) => Modulation::V22,
-                        (m, _) => m,
-                    };
-                    return Some((rate_bps, m));
-                }
+                LineEvent::Connected { rate_bps } => return Some((rate_bps, line.modulation())),
                 LineEvent::CarrierLost => return None,
                 LineEvent::Data(_) => {}
             }
@@ -236,7 +227,7 @@ async fn drive_console(
                     console.end(Reason::CarrierLost);
                     end = Reason::CarrierLost;
                 }
-                Some(LineEvent::Connected { .. } | LineEvent::Trying { .. }) => {}
+                Some(LineEvent::Connected { .. }) => {}
             },
             _ = tokio::time::sleep_until(wake) => console.handle_timeout(Instant::now()),
         }
@@ -333,7 +324,7 @@ async fn bridge_tcp(
             ev = line.events.recv(), if take_line => match ev {
                 Some(LineEvent::Data(bytes)) => from_line.extend_from_slice(&bytes),
                 Some(LineEvent::CarrierLost) | None => bridge.end(Reason::CarrierLost),
-                Some(LineEvent::Connected { .. } | LineEvent::Trying { .. }) => {}
+                Some(LineEvent::Connected { .. }) => {}
             },
             r = rd.read(buf.get_mut(..room).unwrap_or(&mut [])), if reading && room > 0 => match r {
                 Ok(0) | Err(_) => {
