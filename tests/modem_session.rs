@@ -3,7 +3,7 @@
 //! modem, the administrator's answering modem in the test, and a TCP echo service on
 //! 127.0.0.1 as the target. The administrator must log in again before any byte reaches the
 //! target; then bytes flow both ways through the bounded bridge, and the session ends on the
-//! target's close (after the line drained), on carrier loss, or on failed logins (the target
+//! target's close (after the line drained), on carrier loss, on the idle limit, or on failed logins (the target
 //! never sees a connection).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +60,10 @@ async fn echo_service() -> (u16, Arc<AtomicUsize>) {
 
 /// Settings as the callback builds them, from a parsed dialplan with one administrator.
 fn settings(port: u16, dir: &std::path::Path) -> (AdminId, SessionSettings) {
+    settings_with_idle(port, dir, 30)
+}
+
+fn settings_with_idle(port: u16, dir: &std::path::Path, idle_s: u32) -> (AdminId, SessionSettings) {
     let pin = hash_pin(&Secret::new(PIN), &mut rand::rngs::OsRng).expect("hash");
     let plan = serde_json::json!({
         "trunks": {
@@ -73,7 +77,7 @@ fn settings(port: u16, dir: &std::path::Path) -> (AdminId, SessionSettings) {
                      "digest": { "realm": "dialback", "ha1_md5": "0123456789abcdef0123456789abcdef" },
                      "numbers": ["sip:admin@127.0.0.1"] }],
         "modem": { "modulations": ["v22bis"], "target": format!("tcp:127.0.0.1:{port}"),
-                   "idle_s": 30, "max_s": 60, "login_tries": 2 },
+                   "idle_s": idle_s, "max_s": 60, "login_tries": 2 },
         "audit": { "path": dir.join("audit.jsonl").display().to_string(), "fsync": false },
         "security": { "state_path": dir.join("state.json").display().to_string() }
     });
@@ -326,4 +330,30 @@ async fn unreachable_tcp_target_ends_the_session_with_a_notice() {
         .expect("session ends")
         .expect("join");
     assert_eq!(reason, Reason::TargetUnreachable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_bridge_ends_with_idle_timeout() {
+    let dir = temp_dir("tcp-idle");
+    let (port, _) = echo_service().await;
+    let (admin, s) = settings_with_idle(port, &dir, 2);
+    let (gate, mut line) = lines().await;
+    let session = tokio::spawn(session::run(gate, admin, s));
+    let mut screen = Screen::default();
+    expect(&mut line, &mut screen, b"login: ").await;
+    send(&line, b"1001\r").await;
+    expect(&mut line, &mut screen, b"PIN: ").await;
+    send(&line, format!("{PIN}\r").as_bytes()).await;
+    expect(&mut line, &mut screen, b"echo ready\r\n").await;
+    let quiet = std::time::Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(15), session)
+        .await
+        .expect("session ends")
+        .expect("join");
+    assert_eq!(reason, Reason::IdleTimeout);
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        quiet.elapsed()
+    );
 }
