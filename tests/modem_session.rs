@@ -3,8 +3,8 @@
 //! modem, the administrator's answering modem in the test, and a TCP echo service on
 //! 127.0.0.1 as the target. The administrator must log in again before any byte reaches the
 //! target; then bytes flow both ways through the bounded bridge, and the session ends on the
-//! target's close (after the line drained), on carrier loss, on the idle limit, or on failed logins (the target
-//! never sees a connection).
+//! target's close (after the line drained), on carrier loss, on the idle limit, or on failed
+//! logins (the target never sees a connection).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
