@@ -18,7 +18,8 @@
 //!   line, when it has not connected and the far end is not what it expects: for V.22bis/V.22,
 //!   a V.25 answer tone ended [`AFTER_ANS_MS`] ago (a V.22bis answerer sends its unscrambled
 //!   ones 75 ms after ANS and connects within about 2 s) or a Bell 2225 Hz tone has lasted
-//!   [`BELL_TONE_MS`] (a Bell 103 answerer's mark, which never stops on its own); for V.21, a
+//!   [`BELL_TONE_MS`] (a Bell 103 answerer's mark, which never stops on its own), unless our
+//!   caller already heard the answerer's unscrambled ones and joined the handshake; for V.21, a
 //!   Bell tone, or an ended ANS with no carrier after it; for Bell 103, an ended ANS and no
 //!   Bell tone. Any attempt gives up after [`ATTEMPT_MAX_MS`] in all. The last
 //!   attempt runs until the session's `modem.connect_timeout_s`, which bounds the whole
@@ -162,6 +163,10 @@ pub struct Link {
     ans_present: bool,
     /// FSK caller: when the far carrier came up (while not yet connected).
     carrier_since: Option<u64>,
+    /// V.22/V.22bis caller: it qualified the answerer's unscrambled ones and started its own
+    /// part of the handshake, so the far end is a V.22 modem: the answer-tone rule no longer
+    /// applies (a slow training under noise is not a reason to fall back).
+    v22_answered: bool,
     connected: bool,
     events: VecDeque<LinkEvent>,
 }
@@ -192,6 +197,7 @@ impl Link {
             bell_since: None,
             ans_present: false,
             carrier_since: None,
+            v22_answered: false,
             connected: false,
             events,
         })
@@ -229,7 +235,14 @@ impl Link {
     /// Produce line samples; this is the link's clock.
     pub fn fill(&mut self, out: &mut [i16]) {
         match &mut self.active {
-            Active::V22(m) => m.fill(out),
+            Active::V22(m) => {
+                m.fill(out);
+                // V.22bis §6.3.1.1.1 b): the caller is silent until it has qualified the
+                // answerer's unscrambled binary 1; any sound from it means it has.
+                if self.role == Role::Caller && !self.v22_answered {
+                    self.v22_answered = out.iter().any(|&s| s != 0);
+                }
+            }
             Active::Fsk(m) => fill_fsk(m, &mut self.fsk_tx, &mut self.ans_gen, out),
         }
         self.now += out.len() as u64;
@@ -397,7 +410,7 @@ impl Link {
             .bell_since
             .is_some_and(|t| self.now.saturating_sub(t) >= BELL_TONE_MS * PER_MS);
         let wrong_far_end = match self.modulation() {
-            Modulation::V22bis | Modulation::V22 => after_ans || bell,
+            Modulation::V22bis | Modulation::V22 => !self.v22_answered && (after_ans || bell),
             // A Bell answerer's mark, or an answer tone over with no carrier after it.
             Modulation::V21 => bell || (after_ans && self.carrier_since.is_none()),
             // An answer tone over and no Bell mark: a V.21 or V.22 answerer.
@@ -423,6 +436,7 @@ impl Link {
                     self.ans_ended_at = Some(self.now);
                 }
                 self.carrier_since = None;
+                self.v22_answered = false;
                 self.emit(LinkEvent::Trying { modulation: next.0 });
                 return;
             }
