@@ -8,8 +8,9 @@
 //!   (§6.3.1.2), so a `[v22bis, v22]` list is one attempt. V.21 and Bell 103 callers also
 //!   stay silent until the answerer's carrier is heard (V.21 channel 2 / the Bell answer band;
 //!   in the ITU-T V.25 sequence the answering station sends the answer tone, at least 75 ms of
-//!   silence, then its modem signal, which the calling modem answers), and a 2100 Hz answer tone (V.25 ANS, which Bell 103's answer band would take for carrier)
-//!   never counts as that carrier: CONNECT needs [`FSK_CONNECT_MS`] of carrier with no ANS.
+//!   silence, then its modem signal, which the calling modem answers), and a 2100 Hz answer
+//!   tone (V.25 ANS, which Bell 103's answer band would take for carrier) never counts as that
+//!   carrier: CONNECT needs [`FSK_CONNECT_MS`] of carrier with no ANS.
 //! - **Answerer (the administrator's side).** Only the first modulation: V.22bis/V.22 start
 //!   with the V.25 answer tone (in [`V22bisModem`]); V.21 sends ANS for [`ANS_MS`] (V.25:
 //!   2.6–4.0 s), [`POST_ANS_MS`] of silence (V.25: 75 ± 20 ms), then its channel-2 mark; Bell

@@ -254,11 +254,13 @@ async fn run(
                 while let Some(ev) = modem.poll_event() {
                     match ev {
                         LinkEvent::Trying { modulation } => {
-                            info!(modulation = modulation.name(), after_ms = start.elapsed().as_millis() as u64, "modem trying");
+                            let after_ms = start.elapsed().as_millis() as u64;
+                            info!(modulation = modulation.name(), after_ms, "modem trying");
                             current.store(encode(modulation), Ordering::SeqCst);
                         }
                         LinkEvent::Connected { modulation, rate_bps } => {
-                            info!(modulation = modulation.name(), rate_bps, after_ms = start.elapsed().as_millis() as u64, "modem connected");
+                            let after_ms = start.elapsed().as_millis() as u64;
+                            info!(modulation = modulation.name(), rate_bps, after_ms, "modem connected");
                             current.store(encode(modulation), Ordering::SeqCst);
                             if events.send(LineEvent::Connected { rate_bps }).await.is_err() { return; }
                         }
