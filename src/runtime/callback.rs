@@ -4,7 +4,10 @@
 //! on ("callback.placed" is on disk before the INVITE leaves). The number dialled comes only
 //! from the dialplan, through the gate's decision.
 //!
-//! Until the modem is wired in, an answered callback runs media (G.711 silence, 20 ms packets,
+//! On answer, the calling modem link (the dialplan's `modem.modulations` in order) and the
+//! maintenance session ([`session`]: re-login, then the console or the `tcp:` target) run on
+//! the call's RTP; the call is hung up when the session ends. Without a session (no
+//! administrator policy) an answered callback runs media (G.711 silence, 20 ms packets,
 //! received RTP counted and dropped) for `callback.answered_hold_s` and is then hung up.
 
 use std::net::{IpAddr, SocketAddr};
