@@ -235,7 +235,12 @@ async fn run(
                         Frame::Lost => modem.push(&[0; FRAME]),
                     }
                 }
-                // Transmit side.
+                // Transmit side. With no far address yet (learned from the first packet),
+                // nothing could be sent: the start-up (an answer tone, say) waits for it
+                // rather than play to nobody.
+                if remote.ip().is_unspecified() {
+                    continue;
+                }
                 if !pending.is_empty() {
                     let n = modem.write(&pending);
                     pending.drain(..n.min(pending.len()));
