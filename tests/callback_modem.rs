@@ -198,6 +198,7 @@ async fn callback_trains_v22bis_and_the_console_logs_in_again_then_quits() {
         "signal.ok",
         "callback.placed",
         "callback.answered",
+        "modem.connect:v22bis",
         "session.start",
         "session.end:hangup",
     ] {

@@ -1,5 +1,5 @@
 //! `dialback demo` — the README's first command — runs the whole loop on loopback and exits 0:
-//! MESSAGE with digest, callback INVITE, V.22bis (and V.22) training over RTP, console login,
+//! MESSAGE with digest, callback INVITE, V.22bis (V.22, V.21, Bell 103) training over RTP, console login,
 //! `status`, `quit`, hang-up, and the audit trail.
 
 use std::process::Command;
@@ -62,4 +62,29 @@ fn demo_with_v22_trains_at_1200() {
 fn demo_refuses_an_unknown_modulation() {
     let (code, out) = demo(&["--modulation", "v34"]);
     assert_eq!(code, Some(2), "{out}");
+}
+
+#[test]
+fn demo_with_v21_runs_the_console_at_300() {
+    let (code, out) = demo(&["--modulation", "v21"]);
+    assert_eq!(code, Some(0), "{out}");
+    for needle in [
+        "CONNECT 300 V.21",
+        "session: admin 1001 over V.21 300 bit/s",
+        "\"event\":\"modem.connect\"",
+        "\"reason\":\"v21\"",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn demo_with_bell103_runs_the_console_at_300() {
+    let (code, out) = demo(&["--modulation", "bell103"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("session: admin 1001 over Bell 103 300 bit/s"),
+        "{out}"
+    );
+    assert!(out.contains("\"reason\":\"bell103\""), "{out}");
 }

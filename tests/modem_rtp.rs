@@ -1,4 +1,4 @@
-//! V.22bis over real RTP on loopback: our calling modem (the gate's callback side) and our
+//! Modems over real RTP on loopback (V.22bis, V.21, Bell 103, and the fallback between them): our calling modem (the gate's callback side) and our
 //! answering modem (the administrator's side) each run as a runtime task on its own UDP
 //! socket, through G.711 and the jitter buffer; they train to 2400 bit/s and carry data both
 //! ways exactly.
@@ -106,4 +106,70 @@ async fn v21_and_bell103_carry_data_over_rtp() {
         caller.tx.send(msg.clone()).await.expect("tx");
         assert_eq!(receive(&mut answerer, msg.len()).await, msg, "{kind:?}");
     }
+}
+
+/// The gate's link tries the dialplan's modulations in order: an answerer that speaks only
+/// V.21 (ANS, then channel 2) does not answer the V.22bis handshake, so the caller falls back
+/// on the same call and both ends connect at 300 bit/s, within the default 20 s
+/// `connect_timeout_s`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_falls_back_from_v22bis_to_v21_when_the_answerer_speaks_only_v21() {
+    use dialback::modem::link::Modulation;
+    use dialback::runtime::modem_media::LineModem;
+    let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    let params = |remote, role, modem| LineParams {
+        remote,
+        law: Law::Alaw,
+        payload_type: Law::Alaw.payload_type(),
+        modem,
+        role,
+        max_rate: Rate::R2400,
+        tx_level_dbm0: -13.0,
+        jitter: Duration::from_millis(60),
+        rtp_timeout: None,
+    };
+    let started = std::time::Instant::now();
+    let mut caller = modem_media::spawn_link(
+        a.clone(),
+        params(
+            b.local_addr().expect("addr"),
+            Role::Caller,
+            LineModem::V22bis,
+        ),
+        &[Modulation::V22bis, Modulation::V21],
+    )
+    .expect("caller");
+    let mut answerer = modem_media::spawn(
+        b.clone(),
+        params(
+            a.local_addr().expect("addr"),
+            Role::Answerer,
+            LineModem::V21,
+        ),
+    )
+    .expect("answerer");
+    assert_eq!(caller.modulation(), Modulation::V22bis, "tried first");
+    // The first event is CONNECT: nothing (no carrier loss, no data) before it.
+    let rate = match tokio::time::timeout(Duration::from_secs(20), caller.events.recv())
+        .await
+        .expect("the caller connects within connect_timeout_s")
+    {
+        Some(LineEvent::Connected { rate_bps }) => rate_bps,
+        other => panic!("caller: {other:?}"),
+    };
+    assert_eq!(rate, 300);
+    assert_eq!(caller.modulation(), Modulation::V21);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(connected(&mut answerer).await, 300);
+    let msg = b"login: ".to_vec();
+    caller.tx.send(msg.clone()).await.expect("tx");
+    assert_eq!(receive(&mut answerer, msg.len()).await, msg);
+    let reply = b"1001\r".to_vec();
+    answerer.tx.send(reply.clone()).await.expect("tx");
+    assert_eq!(receive(&mut caller, reply.len()).await, reply);
 }

@@ -170,6 +170,8 @@ pub struct Console {
     /// [`Console::fill_tx`] (which has no `now`) counts from here.
     latest: Instant,
     max_deadline: Instant,
+    /// After the login, hand the line over (a `tcp:` target) instead of the command set.
+    handover: bool,
 }
 
 enum State {
@@ -179,6 +181,9 @@ enum State {
         id: String,
     },
     AwaitingVerify,
+    /// Login-only console ([`Console::login_only`]): logged in, the line belongs to the
+    /// runtime's target once the welcome line is out.
+    HandedOver,
     Command,
     AwaitingStatus,
     AwaitingAudit {
@@ -210,6 +215,7 @@ impl Console {
             last_rx: now,
             latest: now,
             max_deadline,
+            handover: false,
         };
         let banner = console.cfg.banner.clone();
         for l in banner.lines() {
@@ -218,6 +224,23 @@ impl Console {
         console.write(LOGIN_PROMPT);
         console.pump();
         console
+    }
+
+    /// A console that only re-authenticates: the same banner, prompts, checks, failure count
+    /// and audit events as [`Console::new`], but a successful login prints the welcome line
+    /// and then hands the line over ([`Console::is_handed_over`]) instead of offering
+    /// commands. For the `tcp:` target, whose session is the [`bridge`]: the callback leg is
+    /// never trusted on a bare answer, whatever the data goes to.
+    pub fn login_only(cfg: ConsoleConfig, now: Instant) -> Self {
+        let mut console = Console::new(cfg, now);
+        console.handover = true;
+        console
+    }
+
+    /// Logged in and every byte of the welcome taken: the runtime may start its target.
+    /// Input typed after the PIN and before this is dropped.
+    pub fn is_handed_over(&self) -> bool {
+        matches!(self.state, State::HandedOver) && self.tx.is_empty() && self.stream.is_empty()
     }
 
     /// Bytes received from the modem. Any byte resets the idle timer; bytes beyond
@@ -327,9 +350,14 @@ impl Console {
                 self.events
                     .push_back(ConsoleEvent::SessionStarted { admin });
                 self.say(&format!("welcome, {}", self.cfg.expected_admin));
-                self.say("type help for commands");
-                self.write(PROMPT);
-                self.state = State::Command;
+                if self.handover {
+                    self.rx.clear();
+                    self.state = State::HandedOver;
+                } else {
+                    self.say("type help for commands");
+                    self.write(PROMPT);
+                    self.state = State::Command;
+                }
             }
             // Unknown ID, wrong PIN and another administrator's valid credentials all read
             // the same to the peer.
@@ -632,6 +660,7 @@ impl Console {
         let waiting = match self.state {
             State::LoginId | State::LoginPin { .. } => "login input",
             State::AwaitingVerify => "a login result",
+            State::HandedOver => "nothing (handed over)",
             State::Command => "a command",
             State::AwaitingStatus => "status",
             State::AwaitingAudit { .. } => "audit lines",
@@ -667,6 +696,7 @@ impl State {
             State::LoginId => "LoginId",
             State::LoginPin { .. } => "LoginPin",
             State::AwaitingVerify => "AwaitingVerify",
+            State::HandedOver => "HandedOver",
             State::Command => "Command",
             State::AwaitingStatus => "AwaitingStatus",
             State::AwaitingAudit { .. } => "AwaitingAudit",
@@ -774,6 +804,43 @@ mod tests {
         c.login_result(t, verified).unwrap();
         out += &drain(c, 64);
         out
+    }
+
+    #[test]
+    fn login_only_console_hands_the_line_over_after_the_welcome_and_offers_no_commands() {
+        let t0 = Instant::now();
+        let mut c = Console::login_only(cfg(3), t0);
+        assert!(!c.is_handed_over());
+        let out = login(&mut c, t0, ADMIN, "4321", Some(admin(ADMIN)));
+        assert!(out.ends_with("PIN: \r\nwelcome, 1001\r\n"), "{out:?}");
+        assert!(!out.contains("dialback> "), "{out:?}");
+        assert_eq!(
+            events(&mut c),
+            vec![ConsoleEvent::SessionStarted {
+                admin: admin(ADMIN)
+            }]
+        );
+        assert!(c.is_handed_over());
+        c.push_rx(t0, b"status\r");
+        assert_eq!(drain(&mut c, 64), "", "input now belongs to the target");
+        assert_eq!(events(&mut c), vec![]);
+    }
+
+    #[test]
+    fn login_only_console_still_hangs_up_after_the_failed_tries() {
+        let t0 = Instant::now();
+        let mut c = Console::login_only(cfg(1), t0);
+        let out = login(&mut c, t0, ADMIN, "0000", None);
+        assert!(out.contains("Login incorrect"), "{out:?}");
+        assert!(!c.is_handed_over());
+        let reason = Reason::ReauthFailed;
+        assert_eq!(
+            events(&mut c),
+            vec![
+                ConsoleEvent::LoginFailed { attempt: 1 },
+                ConsoleEvent::Hangup { reason }
+            ]
+        );
     }
 
     #[test]

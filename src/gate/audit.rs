@@ -37,10 +37,13 @@ pub enum EventCode {
     SessionStart,
     SessionEnd,
     OriginateRefused,
+    /// The callback's modem connected; the reason names the modulation (`v22bis`, `v22`,
+    /// `v21`, `bell103`), after any fallback through the dialplan's list.
+    ModemConnect,
 }
 
 impl EventCode {
-    pub const ALL: [EventCode; 14] = [
+    pub const ALL: [EventCode; 15] = [
         EventCode::AuthOk,
         EventCode::AuthFail,
         EventCode::SignalOk,
@@ -55,6 +58,7 @@ impl EventCode {
         EventCode::SessionStart,
         EventCode::SessionEnd,
         EventCode::OriginateRefused,
+        EventCode::ModemConnect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl EventCode {
             EventCode::SessionStart => "session.start",
             EventCode::SessionEnd => "session.end",
             EventCode::OriginateRefused => "originate.refused",
+            EventCode::ModemConnect => "modem.connect",
         }
     }
 }
@@ -141,6 +146,13 @@ pub enum Reason {
     NotOurDialog,
     /// No RTP arrived for `media.rtp_timeout_s` (issue 3 point 2).
     RtpTimeout,
+    // modem.connect: the modulation that connected
+    V22bis,
+    V22,
+    V21,
+    Bell103,
+    // the tcp: target
+    TargetUnreachable,
 }
 
 impl From<DenyReason> for Reason {

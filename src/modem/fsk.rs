@@ -184,6 +184,12 @@ impl FskModem {
         self.tx.fill(out, || queue.pop_front());
     }
 
+    /// Produce idle mark, leaving queued bytes queued (a preamble before the first character,
+    /// so the far receiver's carrier detector and UART settle on a steady mark first).
+    pub fn fill_idle(&mut self, out: &mut [i16]) {
+        self.tx.fill(out, || None);
+    }
+
     /// Take received samples.
     pub fn push(&mut self, samples: &[i16]) {
         self.rx.push(samples);

@@ -12,6 +12,7 @@
 //! | `uart`        | asynchronous start-stop framing (5-8 data bits, parity, stops)    |
 //! | `answer_tone` | ANS, ANS/PR, ANSam, ANSam/PR, Bell 2225 Hz; calling tone          |
 //! | `level`       | dBm0 <-> linear conversions for 16-bit G.711-range samples        |
+//! | `link`        | modulations tried in order on one call, start-up, fallback        |
 //! | `v22bis`      | V.22 (1200 bit/s) and V.22bis (2400 bit/s) modem with handshake   |
 //! | `qam`         | V.22bis signal space, RRC shaping, receive front end              |
 //! | `equalizer`   | T/2 LMS equaliser                                                 |
@@ -22,6 +23,7 @@ pub mod answer_tone;
 pub mod equalizer;
 pub mod fsk;
 pub mod level;
+pub mod link;
 pub mod qam;
 pub mod scrambler;
 pub mod uart;

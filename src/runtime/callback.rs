@@ -4,7 +4,10 @@
 //! on ("callback.placed" is on disk before the INVITE leaves). The number dialled comes only
 //! from the dialplan, through the gate's decision.
 //!
-//! Until the modem is wired in, an answered callback runs media (G.711 silence, 20 ms packets,
+//! On answer, the calling modem link (the dialplan's `modem.modulations` in order) and the
+//! maintenance session ([`session`]: re-login, then the console or the `tcp:` target) run on
+//! the call's RTP; the call is hung up when the session ends. Without a session (no
+//! administrator policy) an answered callback runs media (G.711 silence, 20 ms packets,
 //! received RTP counted and dropped) for `callback.answered_hold_s` and is then hung up.
 //!
 //! An answered callback on which no RTP arrives for `media.rtp_timeout_s` is hung up and
@@ -555,27 +558,22 @@ fn start_session(
     key: u64,
     done: mpsc::Sender<(u64, Reason)>,
 ) -> JoinHandle<()> {
-    use crate::config::Modulation;
-    // The first modulation the dialplan lists; V.22bis falls back to V.22 in its handshake.
-    let (modem, max_rate) = match ss.modem.modulations.first() {
-        Some(Modulation::V22) => (LineModem::V22bis, Rate::R1200),
-        Some(Modulation::V21) => (LineModem::V21, Rate::R1200),
-        Some(Modulation::Bell103) => (LineModem::Bell103, Rate::R1200),
-        _ => (LineModem::V22bis, Rate::R2400),
-    };
+    // The dialplan's modulations in order; the link falls back through them (modem::link).
+    let modulations = session::modulations(&ss.modem);
     let params = LineParams {
         remote,
         law,
         payload_type: pt,
-        modem,
+        // Unused by `spawn_link`: the list above decides.
+        modem: LineModem::V22bis,
         role: Role::Caller,
-        max_rate,
+        max_rate: Rate::R2400,
         tx_level_dbm0: f32::from(ss.modem.tx_level_dbm0),
         jitter,
         rtp_timeout: Some(rtp_timeout),
     };
     tokio::spawn(async move {
-        let reason = match modem_media::spawn(socket, params) {
+        let reason = match modem_media::spawn_link(socket, params, &modulations) {
             Ok(line) => {
                 let reason = session::run(line, admin.clone(), ss).await;
                 info!(admin = %admin.as_str(), reason = ?reason, "maintenance session over");

@@ -65,10 +65,11 @@ pub async fn run(modem: LineModem, max_rate: Rate) -> Result<(), DemoError> {
     let pin_hash = hash_pin(&Secret::new(PIN), &mut rand::rngs::OsRng)
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     let (ha1_md5, ha1_sha256) = digest_ha1s(ADMIN_ID, REALM, &Secret::new(SIP_PASSWORD));
-    let modulation = if max_rate == Rate::R1200 {
-        "v22"
-    } else {
-        "v22bis"
+    let modulation = match (modem, max_rate) {
+        (LineModem::V21, _) => "v21",
+        (LineModem::Bell103, _) => "bell103",
+        (LineModem::V22bis, Rate::R1200) => "v22",
+        (LineModem::V22bis, _) => "v22bis",
     };
     let plan = serde_json::json!({
         "trunks": {

@@ -146,9 +146,8 @@ pub async fn run(
         let orders = match (spec.endpoint.kind, &spec.callbacks, with_gate) {
             (TrunkKind::Originate, Some(settings), true) => order_rx.take().map(|rx| {
                 let mut settings = settings.clone();
-                if let (crate::config::ModemTarget::Console, Some(policy)) =
-                    (&settings.modem.target, &policy)
-                {
+                // Every target (console or tcp:) starts with the re-login on the modem.
+                if let Some(policy) = &policy {
                     settings.session = Some(session::SessionSettings {
                         modem: settings.modem.clone(),
                         policy: policy.clone(),

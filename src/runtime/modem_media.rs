@@ -1,4 +1,5 @@
-//! A V.22bis / V.22 modem over RTP (issue 5): one task per call owns the RTP socket, plays out
+//! A modem link over RTP (issue 5): V.22bis, V.22, V.21 or Bell 103, or several tried in order
+//! ([`crate::modem::link`]). One task per call owns the RTP socket, plays out
 //! received packets through the fixed-delay jitter buffer into the modem's receiver (a lost
 //! frame is `push_lost`, so symbol timing and carrier phase keep running), and sends the
 //! modem's transmit samples as 20 ms G.711 packets on a steady clock. The data side is two
@@ -6,29 +7,36 @@
 //! as the modem's queue accepts it, so a fast source cannot flood a 2400 bit/s line.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::media::g711::Law;
 use crate::media::jitter::{Frame, JitterBuffer, JitterConfig};
 use crate::media::rtp::{self, Datagram, RtpSendStream, Ssrc};
-use crate::modem::fsk::{FskConfig, FskMode, FskModem};
-use crate::modem::v22bis::{ModemEvent, Rate, Role, V22Config, V22bisModem};
-use crate::modem::ModemEvent as FskEvent;
+use crate::modem::link::{Link, LinkConfig, LinkError, LinkEvent, Modulation};
+use crate::modem::v22bis::{Rate, Role};
 
 /// Samples per 20 ms frame.
 const FRAME: usize = 160;
+/// Consecutive lost frames bridged as a gap (`push_lost`); later ones are silence (200 ms:
+/// far beyond the 20–40 ms gaps of real packet loss, well within a hang-up's silence).
+const LOST_BRIDGED_FRAMES: u32 = 10;
 /// Bytes per chunk on the data channels.
 const CHUNK: usize = 64;
+/// After the last byte left the modem: one character at 300 bit/s plus the far end's jitter
+/// buffer and receiver delay.
+const DRAIN_TAIL: Duration = Duration::from_millis(300);
 
 /// What the modem reports to the session logic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
+    /// Data flows; [`ModemLine::modulation`] says which modulation connected.
     Connected {
         rate_bps: u32,
     },
@@ -43,7 +51,36 @@ pub struct ModemLine {
     pub events: mpsc::Receiver<LineEvent>,
     /// Bytes to transmit; the task takes them only as fast as the line carries them.
     pub tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes the task has taken from `tx` that are not on the line yet.
+    unsent: Arc<AtomicUsize>,
+    /// The modulation of the current attempt, then the one that connected.
+    modulation: Arc<AtomicU8>,
     task: JoinHandle<()>,
+}
+
+impl ModemLine {
+    /// The modulation being tried, or once `Connected` was reported, the one that connected
+    /// (V.22 when a V.22bis attempt fell back to 1200 bit/s in its handshake).
+    pub fn modulation(&self) -> Modulation {
+        decode(self.modulation.load(Ordering::SeqCst))
+    }
+
+    /// Wait until everything given to `tx` has been sent on the line (the last character may
+    /// still be leaving), or `max`; then give the far end's receiver a moment. For an orderly
+    /// end: drain, then hang up.
+    pub async fn drain(&self, max: Duration) {
+        let end = tokio::time::Instant::now() + max;
+        while tokio::time::Instant::now() < end {
+            if self.tx.capacity() == self.tx.max_capacity()
+                && self.unsent.load(Ordering::Relaxed) == 0
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // One character at 300 bit/s, plus the far end's jitter buffer.
+        tokio::time::sleep(DRAIN_TAIL).await;
+    }
 }
 
 impl Drop for ModemLine {
@@ -79,116 +116,84 @@ pub struct LineParams {
     pub rtp_timeout: Option<Duration>,
 }
 
-/// Why a modem could not be configured.
-#[derive(Debug, thiserror::Error)]
-pub enum LineError {
-    #[error(transparent)]
-    V22(#[from] crate::modem::v22bis::V22Error),
-    #[error(transparent)]
-    Fsk(#[from] crate::modem::ModemError),
+/// Start the modem on `socket`: `p.modem` at `p.max_rate`, nothing to fall back to. Fails
+/// only on a bad modem configuration.
+pub fn spawn(socket: Arc<UdpSocket>, p: LineParams) -> Result<ModemLine, LinkError> {
+    let only = match (p.modem, p.max_rate) {
+        (LineModem::V22bis, Rate::R2400) => Modulation::V22bis,
+        (LineModem::V22bis, Rate::R1200) => Modulation::V22,
+        (LineModem::V21, _) => Modulation::V21,
+        (LineModem::Bell103, _) => Modulation::Bell103,
+    };
+    spawn_link(socket, p, &[only])
 }
 
-/// One of our modems behind one interface.
-enum AnyModem {
-    V22(Box<V22bisModem>),
-    Fsk(Box<FskModem>),
-}
-
-impl AnyModem {
-    fn new(p: &LineParams) -> Result<AnyModem, LineError> {
-        Ok(match p.modem {
-            LineModem::V22bis => AnyModem::V22(Box::new(V22bisModem::new(
-                p.role,
-                V22Config {
-                    max_rate: p.max_rate,
-                    tx_level_dbm0: p.tx_level_dbm0,
-                    ..V22Config::default()
-                },
-            )?)),
-            LineModem::V21 | LineModem::Bell103 => {
-                let mode = match (p.modem, p.role) {
-                    (LineModem::V21, Role::Caller) => FskMode::V21Caller,
-                    (LineModem::V21, Role::Answerer) => FskMode::V21Answerer,
-                    (_, Role::Caller) => FskMode::Bell103Originate,
-                    (_, Role::Answerer) => FskMode::Bell103Answer,
-                };
-                let cfg = FskConfig {
-                    tx_level_dbm0: p.tx_level_dbm0,
-                    ..FskConfig::default()
-                };
-                AnyModem::Fsk(Box::new(FskModem::new(mode, cfg)?))
-            }
-        })
-    }
-    fn push(&mut self, s: &[i16]) {
-        match self {
-            AnyModem::V22(m) => m.push(s),
-            AnyModem::Fsk(m) => m.push(s),
-        }
-    }
-    fn push_lost(&mut self, n: usize) {
-        match self {
-            AnyModem::V22(m) => m.push_lost(n),
-            AnyModem::Fsk(m) => m.push_lost(n),
-        }
-    }
-    fn fill(&mut self, out: &mut [i16]) {
-        match self {
-            AnyModem::V22(m) => m.fill(out),
-            AnyModem::Fsk(m) => m.fill(out),
-        }
-    }
-    fn write(&mut self, b: &[u8]) -> usize {
-        match self {
-            AnyModem::V22(m) => m.write(b),
-            AnyModem::Fsk(m) => m.write(b),
-        }
-    }
-    /// The next event, in the line's terms. FSK has no training: carrier up is CONNECT 300.
-    fn poll(&mut self) -> Option<Option<LineEventOrByte>> {
-        match self {
-            AnyModem::V22(m) => m.poll_event().map(|e| match e {
-                ModemEvent::Connected { rate_bps } => Some(LineEventOrByte::Connected(rate_bps)),
-                ModemEvent::Data(b) => Some(LineEventOrByte::Byte(b)),
-                ModemEvent::CarrierLost => Some(LineEventOrByte::Lost),
-                _ => None,
-            }),
-            AnyModem::Fsk(m) => m.poll_event().map(|e| match e {
-                FskEvent::CarrierUp => Some(LineEventOrByte::Connected(300)),
-                FskEvent::Data(b) => Some(LineEventOrByte::Byte(b)),
-                FskEvent::CarrierDown => Some(LineEventOrByte::Lost),
-                _ => None,
-            }),
-        }
-    }
-}
-
-enum LineEventOrByte {
-    Connected(u32),
-    Byte(u8),
-    Lost,
-}
-
-/// Start the modem on `socket`. Fails only on a bad modem configuration.
-pub fn spawn(socket: Arc<UdpSocket>, p: LineParams) -> Result<ModemLine, LineError> {
-    let modem = AnyModem::new(&p)?;
+/// Start a link that tries `modulations` in order (see [`crate::modem::link`]); `p.modem`
+/// and `p.max_rate` are not used. Fails only on a bad modem configuration.
+pub fn spawn_link(
+    socket: Arc<UdpSocket>,
+    p: LineParams,
+    modulations: &[Modulation],
+) -> Result<ModemLine, LinkError> {
+    let modem = Link::new(&LinkConfig {
+        role: p.role,
+        modulations: modulations.to_vec(),
+        tx_level_dbm0: p.tx_level_dbm0,
+    })?;
     let (etx, erx) = mpsc::channel(64);
     let (ttx, trx) = mpsc::channel(8);
-    let task = tokio::spawn(run(socket, p, modem, etx, trx));
+    let unsent = Arc::new(AtomicUsize::new(0));
+    let modulation = Arc::new(AtomicU8::new(encode(modem.modulation())));
+    let shared = Shared {
+        unsent: unsent.clone(),
+        modulation: modulation.clone(),
+    };
+    let task = tokio::spawn(run(socket, p, modem, etx, trx, shared));
     Ok(ModemLine {
         events: erx,
         tx: ttx,
+        unsent,
+        modulation,
         task,
     })
+}
+
+/// State the task shares with its [`ModemLine`].
+struct Shared {
+    unsent: Arc<AtomicUsize>,
+    modulation: Arc<AtomicU8>,
+}
+
+fn encode(m: Modulation) -> u8 {
+    match m {
+        Modulation::V22bis => 0,
+        Modulation::V22 => 1,
+        Modulation::V21 => 2,
+        Modulation::Bell103 => 3,
+    }
+}
+
+fn decode(v: u8) -> Modulation {
+    match v {
+        1 => Modulation::V22,
+        2 => Modulation::V21,
+        3 => Modulation::Bell103,
+        _ => Modulation::V22bis,
+    }
 }
 
 async fn run(
     socket: Arc<UdpSocket>,
     p: LineParams,
-    mut modem: AnyModem,
+    mut modem: Link,
     events: mpsc::Sender<LineEvent>,
     mut tx: mpsc::Receiver<Vec<u8>>,
+    shared: Shared,
 ) {
+    let Shared {
+        unsent,
+        modulation: current,
+    } = shared;
     let start = Instant::now();
     let mut remote = p.remote;
     let mut jitter = JitterBuffer::new(
@@ -215,6 +220,7 @@ async fn run(
     let mut tx_open = true;
     let mut last_rtp = start;
     let mut timed_out = false;
+    let mut lost_run = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -228,16 +234,32 @@ async fn run(
                 // Receive side: every frame due, or a lost one, keeps the modem's clock running.
                 while let Some(f) = jitter.poll_frame(now) {
                     match f {
-                        Frame::Audio(samples) => modem.push(&samples),
-                        Frame::Lost => modem.push_lost(FRAME),
+                        Frame::Audio(samples) => {
+                            lost_run = 0;
+                            modem.push(&samples);
+                        }
+                        // A short gap keeps the modem's clocks running; a long one is the far
+                        // end gone (RTP stopped), which the modem must see as silence so its
+                        // carrier detector ends the session.
+                        Frame::Lost if lost_run < LOST_BRIDGED_FRAMES => {
+                            lost_run += 1;
+                            modem.push_lost(FRAME);
+                        }
+                        Frame::Lost => modem.push(&[0; FRAME]),
                     }
                 }
-                // Transmit side.
+                // Transmit side. With no far address yet (learned from the first packet),
+                // nothing could be sent: the start-up (an answer tone, say) waits for it
+                // rather than play to nobody.
+                if remote.ip().is_unspecified() {
+                    continue;
+                }
                 if !pending.is_empty() {
                     let n = modem.write(&pending);
                     pending.drain(..n.min(pending.len()));
                 }
                 modem.fill(&mut pcm);
+                unsent.store(pending.len() + modem.tx_pending(), Ordering::Relaxed);
                 for (o, s) in frame.iter_mut().zip(pcm.iter()) {
                     *o = p.law.encode(*s);
                 }
@@ -247,17 +269,23 @@ async fn run(
                 {
                     let _ = socket.send_to(&pkt, remote).await;
                 }
-                while let Some(ev) = modem.poll() {
+                while let Some(ev) = modem.poll_event() {
                     match ev {
-                        Some(LineEventOrByte::Connected(rate_bps)) => {
-                            info!(rate_bps, after_ms = start.elapsed().as_millis() as u64, "modem connected");
+                        LinkEvent::Trying { modulation } => {
+                            let after_ms = start.elapsed().as_millis() as u64;
+                            info!(modulation = modulation.name(), after_ms, "modem trying");
+                            current.store(encode(modulation), Ordering::SeqCst);
+                        }
+                        LinkEvent::Connected { modulation, rate_bps } => {
+                            let after_ms = start.elapsed().as_millis() as u64;
+                            info!(modulation = modulation.name(), rate_bps, after_ms, "modem connected");
+                            current.store(encode(modulation), Ordering::SeqCst);
                             if events.send(LineEvent::Connected { rate_bps }).await.is_err() { return; }
                         }
-                        Some(LineEventOrByte::Byte(b)) => rx_bytes.push(b),
-                        Some(LineEventOrByte::Lost) => {
+                        LinkEvent::Data(b) => rx_bytes.push(b),
+                        LinkEvent::CarrierLost => {
                             let _ = events.send(LineEvent::CarrierLost).await;
                         }
-                        None => debug!("modem event"),
                     }
                 }
                 if !rx_bytes.is_empty() {
@@ -266,7 +294,10 @@ async fn run(
                 }
             }
             b = tx.recv(), if tx_open && pending.len() < CHUNK => match b {
-                Some(bytes) => pending.extend_from_slice(&bytes),
+                Some(bytes) => {
+                    pending.extend_from_slice(&bytes);
+                    unsent.fetch_add(bytes.len(), Ordering::Relaxed);
+                }
                 None => tx_open = false,
             },
             r = socket.recv_from(&mut buf) => {
