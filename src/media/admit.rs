@@ -112,7 +112,12 @@ pub struct Admission {
     cfg: AdmitConfig,
     latched: Option<Latched>,
     counts: AdmitCounts,
+    /// Rejections already reported, and when.
+    reported: (u64, Option<Instant>),
 }
+
+/// Least time between two reports of rejected datagrams on one port.
+pub const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 impl Admission {
     pub fn new(cfg: AdmitConfig) -> Self {
@@ -120,6 +125,7 @@ impl Admission {
             cfg,
             latched: None,
             counts: AdmitCounts::default(),
+            reported: (0, None),
         }
     }
 
@@ -191,6 +197,19 @@ impl Admission {
 
     pub fn counts(&self) -> AdmitCounts {
         self.counts
+    }
+
+    /// The counts, when datagrams were rejected since the last report and the last report is
+    /// at least [`REPORT_EVERY`] old: one log line per port per 5 s at most, however hard it
+    /// is flooded.
+    pub fn report_due(&mut self, now: Instant) -> Option<AdmitCounts> {
+        let (seen, at) = self.reported;
+        let rested = at.is_none_or(|t| now.saturating_duration_since(t) >= REPORT_EVERY);
+        if self.counts.rejected() > seen && rested {
+            self.reported = (self.counts.rejected(), Some(now));
+            return Some(self.counts);
+        }
+        None
     }
 
     fn drop(&mut self, why: DropReason) -> Verdict {
@@ -330,6 +349,20 @@ mod tests {
             Verdict::Drop(DropReason::ForeignSource)
         );
         assert_eq!(a.counts().comfort_noise, 1);
+    }
+
+    #[test]
+    fn rejections_are_reported_at_most_once_per_interval() {
+        let t = Instant::now();
+        let mut a = admission();
+        assert_eq!(a.report_due(t), None, "nothing rejected yet");
+        feed(&mut a, t, STRANGER, b"junk");
+        assert_eq!(a.report_due(t).map(|c| c.malformed), Some(1));
+        feed(&mut a, t, STRANGER, b"junk");
+        assert_eq!(a.report_due(t + Duration::from_secs(1)), None, "too soon");
+        let later = t + REPORT_EVERY;
+        assert_eq!(a.report_due(later).map(|c| c.malformed), Some(2));
+        assert_eq!(a.report_due(later + REPORT_EVERY), None, "nothing new");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::media::admit::{Admission, AdmitConfig, AdmitCounts, Verdict};
+use crate::media::admit::{Admission, AdmitConfig, Verdict};
 use crate::media::dtmf::{Digit, DtmfMerger, DtmfSource, MergeConfig, Observation};
 use crate::media::g711::Law;
 use crate::media::inband::{InbandConfig, InbandDetector};
@@ -134,8 +134,6 @@ async fn run(
         p.payload_type,
         p.telephone_event_pt,
     ));
-    let mut reported = AdmitCounts::default();
-    let mut last_report = origin;
     let mut ssrc_changes = 0;
     let mut send = RtpSendStream::new(
         Ssrc(rand::random()),
@@ -193,19 +191,10 @@ async fn run(
                     let _ = digits.send((key, MediaEvent::RtpTimeout)).await;
                 }
                 // Bad input is counted and logged, at most one line per 5 s while it lasts.
-                let counts = admission.counts();
-                if counts.rejected() > reported.rejected()
-                    && now.saturating_duration_since(last_report) >= Duration::from_secs(5)
-                {
-                    warn!(
-                        call = key,
-                        malformed = counts.malformed,
-                        foreign_source = counts.foreign_source,
-                        unknown_payload_type = counts.unknown_payload_type,
-                        "dropped RTP datagrams on a call's media port"
-                    );
-                    reported = counts;
-                    last_report = now;
+                if let Some(c) = admission.report_due(now) {
+                    warn!(call = key, malformed = c.malformed, foreign_source = c.foreign_source,
+                          unknown_payload_type = c.unknown_payload_type,
+                          "dropped RTP datagrams on a call's media port");
                 }
                 events.handle_timeout(now);
                 while let Some(k) = events.poll_event() {

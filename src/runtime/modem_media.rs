@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::media::admit::{Admission, AdmitConfig, Verdict};
 use crate::media::g711::Law;
 use crate::media::jitter::{Frame, JitterBuffer, JitterConfig};
 use crate::media::rtp::{self, Datagram, RtpSendStream, Ssrc};
@@ -221,10 +222,18 @@ async fn run(
     let mut last_rtp = start;
     let mut timed_out = false;
     let mut lost_run = 0u32;
+    // RFC 7362 latching: the first packet fixes the far end (the answerer may not know it
+    // before); strangers' packets are dropped and counted.
+    let mut admission = Admission::new(AdmitConfig::new(p.remote, p.payload_type, None));
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now = Instant::now();
+                if let Some(c) = admission.report_due(now) {
+                    warn!(malformed = c.malformed, foreign_source = c.foreign_source,
+                          unknown_payload_type = c.unknown_payload_type,
+                          "dropped RTP datagrams on the modem's media port");
+                }
                 // Inactivity counts every RTP packet from the peer, comfort noise (RFC 3389)
                 // and events included, not only the audio the jitter buffer plays out.
                 if !timed_out && p.rtp_timeout.is_some_and(|t| now.saturating_duration_since(last_rtp) >= t) {
@@ -302,12 +311,17 @@ async fn run(
             },
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, src)) = r else { continue };
-                if let Ok(Datagram::Rtp(pkt)) = rtp::parse(buf.get(..n).unwrap_or(&[])) {
-                    last_rtp = Instant::now();
-                    if pkt.payload_type == p.payload_type {
-                        remote = src;
-                        jitter.push(Instant::now(), &pkt);
-                    }
+                let now = Instant::now();
+                let parsed = rtp::parse(buf.get(..n).unwrap_or(&[]));
+                let verdict = admission.admit(now, src, &parsed);
+                if matches!(verdict, Verdict::Drop(_)) {
+                    continue;
+                }
+                // Audio, or comfort noise (RFC 3389): the far end is alive.
+                last_rtp = now;
+                remote = admission.remote();
+                if let (Verdict::Audio, Ok(Datagram::Rtp(pkt))) = (verdict, &parsed) {
+                    jitter.push(now, pkt);
                 }
             }
         }
