@@ -2,6 +2,7 @@
 //! sans-IO [`Trunk`] with wall-clock `Instant`s, plus signal-driven graceful shutdown
 //! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
 
+pub mod admin;
 pub mod audit;
 pub mod call_media;
 pub mod callback;
