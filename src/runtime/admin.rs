@@ -383,18 +383,50 @@ impl AdminUa {
             how: "MESSAGE",
             to: target.to_string(),
         });
-        let mut proxy_auth: Option<String> = None;
-        let mut gate_auth: Option<String> = None;
-        let mut nc_pbx = 0u32;
-        let mut nc_gate = 0u32;
+        // The latest challenge of each kind and its nonce count: every request answers both
+        // afresh (RFC 7616 §3.4: a new nc per request, so neither the PBX nor the gate sees a
+        // replayed count).
+        let mut pbx_ch: Option<(digest::Challenge, u32)> = None;
+        let mut gate_ch: Option<(digest::Challenge, u32)> = None;
         let end = tokio::time::Instant::now() + MESSAGE_ANSWER_WITHIN;
         for cseq in 1..=MAX_CHALLENGES + 1 {
             let mut headers = vec![];
-            if let Some(a) = &proxy_auth {
-                headers.push(("Proxy-Authorization", a.clone()));
-            }
-            if let Some(a) = &gate_auth {
-                headers.push(("Authorization", a.clone()));
+            for (name, slot, user, password) in [
+                (
+                    "Proxy-Authorization",
+                    &mut pbx_ch,
+                    creds.pbx.as_ref().map(|(u, _)| u.as_str()),
+                    creds.pbx.as_ref().map(|(_, p)| p.expose()),
+                ),
+                (
+                    "Authorization",
+                    &mut gate_ch,
+                    Some(creds.admin_id.as_str()),
+                    creds.gate_password.as_ref().map(|p| p.expose()),
+                ),
+            ] {
+                if let (Some((ch, nc)), Some(user), Some(password)) = (slot.as_mut(), user, password)
+                {
+                    *nc += 1;
+                    let cnonce = self.trunk.endpoint().token();
+                    headers.push((
+                        name,
+                        digest::authorization(
+                            ch,
+                            &ClientCredentials {
+                                username: user,
+                                password,
+                            },
+                            &ResponseParams {
+                                method: "MESSAGE",
+                                uri: target,
+                                body,
+                                nc: *nc,
+                                cnonce: &cnonce,
+                            },
+                        ),
+                    ));
+                }
             }
             let extras = Extras {
                 headers,
@@ -437,27 +469,13 @@ impl AdminUa {
                 }
             };
             let status = msg.status().unwrap_or(0);
-            let (header, user, password, nc, slot) = match status {
-                407 => match &creds.pbx {
-                    Some((u, p)) => (
-                        "proxy-authenticate",
-                        u.as_str(),
-                        p.expose(),
-                        &mut nc_pbx,
-                        &mut proxy_auth,
-                    ),
-                    None => return Err(AdminError::MessageRefused { status }),
-                },
-                401 => match &creds.gate_password {
-                    Some(p) => (
-                        "www-authenticate",
-                        creds.admin_id.as_str(),
-                        p.expose(),
-                        &mut nc_gate,
-                        &mut gate_auth,
-                    ),
-                    None => return Err(AdminError::MessageRefused { status }),
-                },
+            let (header, slot, have_creds) = match status {
+                407 => ("proxy-authenticate", &mut pbx_ch, creds.pbx.is_some()),
+                401 => (
+                    "www-authenticate",
+                    &mut gate_ch,
+                    creds.gate_password.is_some(),
+                ),
                 s if (200..300).contains(&s) => {
                     (self.report)(Progress::SignalAnswered { status: s });
                     return Ok(s);
@@ -468,29 +486,15 @@ impl AdminUa {
                 }
             };
             let offers: Vec<&str> = msg.headers(header).collect();
-            let Some(ch) = digest::select_challenge(&offers) else {
+            let Some(ch) = digest::select_challenge(&offers).filter(|_| have_creds) else {
+                (self.report)(Progress::SignalAnswered { status });
                 return Err(AdminError::MessageRefused { status });
             };
-            *nc += 1;
-            let cnonce = self.ep().token();
-            *slot = Some(digest::authorization(
-                &ch,
-                &ClientCredentials {
-                    username: user,
-                    password,
-                },
-                &ResponseParams {
-                    method: "MESSAGE",
-                    uri: target,
-                    body,
-                    nc: *nc,
-                    cnonce: &cnonce,
-                },
-            ));
             (self.report)(Progress::ChallengeAnswered {
                 status,
                 realm: ch.realm.clone(),
             });
+            *slot = Some((ch, 0));
         }
         Err(AdminError::MessageRefused { status: 401 })
     }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod call_media;
 pub mod callback;
 pub mod demo;
+pub mod dialin;
 pub mod gate;
 pub mod incoming;
 pub mod modem_media;
