@@ -176,7 +176,10 @@ fn assert_session(run: &Run, gate: &Gate, connect: &str, status_line: &str) {
     assert!(run.stdout.contains("login: "), "{all}");
     assert!(run.stdout.contains(status_line), "status output: {all}");
     assert!(run.stdout.contains("goodbye"), "{all}");
-    assert!(!run.stdout.contains('\r'), "pipes get plain newlines: {all}");
+    assert!(
+        !run.stdout.contains('\r'),
+        "pipes get plain newlines: {all}"
+    );
     for secret in [PIN, SIP_PASSWORD, "phone-pw"] {
         assert!(
             !run.stderr.contains(secret) && !run.stdout.contains(secret),
@@ -209,8 +212,16 @@ fn dial_in_by_message_through_kamailio_reaches_the_console_status() {
         "CONNECT 2400 V.22bis",
         "session: admin 1001 over V.22bis 2400 bit/s",
     );
-    assert!(run.stderr.contains("challenge 407 answered"), "{}", run.stderr);
-    assert!(run.stderr.contains("challenge 401 answered"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("challenge 407 answered"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("challenge 401 answered"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("answered 202"), "{}", run.stderr);
 }
 
@@ -234,7 +245,11 @@ fn dial_in_by_rfc4733_call_through_kamailio_reaches_the_console_status() {
         "CONNECT 2400 V.22bis",
         "session: admin 1001 over V.22bis 2400 bit/s",
     );
-    assert!(run.stderr.contains("keys sent (RFC 4733)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("keys sent (RFC 4733)"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -261,7 +276,6 @@ fn dial_in_by_inband_tones_through_kamailio_reaches_the_console_status() {
 }
 
 #[test]
-#[ignore = "V.21 on the callback does not train yet on main (being fixed in parallel); run with --ignored once it does"]
 fn dial_in_with_v21_through_kamailio_reaches_the_console_status() {
     let Some((k, gate)) = start("v21") else {
         return;
@@ -275,7 +289,34 @@ fn dial_in_with_v21_through_kamailio_reaches_the_console_status() {
         SCRIPT,
         Duration::from_secs(90),
     );
-    assert_session(&run, &gate, "CONNECT 300 V.21", "session: admin 1001 over V.21");
+    assert_session(
+        &run,
+        &gate,
+        "CONNECT 300 V.21",
+        "session: admin 1001 over V.21",
+    );
+}
+
+#[test]
+fn dial_in_with_bell103_through_kamailio_reaches_the_console_status() {
+    let Some((k, gate)) = start("bell103") else {
+        return;
+    };
+    let run = dial_in(
+        &args(&k, &["--modulation", "bell103", "--wait-s", "20"]),
+        &[
+            ("DIALBACK_DIALIN_PBX_PASSWORD", "phone-pw"),
+            ("DIALBACK_DIALIN_PASSWORD", SIP_PASSWORD),
+        ],
+        SCRIPT,
+        Duration::from_secs(90),
+    );
+    assert_session(
+        &run,
+        &gate,
+        "CONNECT 300 Bell 103",
+        "session: admin 1001 over",
+    );
 }
 
 #[test]
@@ -338,7 +379,11 @@ fn dial_in_refuses_missing_settings_and_secrets_with_exit_2() {
         Duration::from_secs(10),
     );
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert!(run.stderr.contains("missing setting `gate`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("missing setting `gate`"),
+        "{}",
+        run.stderr
+    );
     let run = dial_in(
         &[
             "--listen",

@@ -256,6 +256,8 @@ pub struct AdminUa {
 }
 
 /// What one turn of the pump produced.
+// One value per turn, moved straight into a match: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Pumped {
     Event(TrunkEvent),
     /// A timer ran (the caller runs its dialog timers).
@@ -405,7 +407,8 @@ impl AdminUa {
                     creds.gate_password.as_ref().map(|p| p.expose()),
                 ),
             ] {
-                if let (Some((ch, nc)), Some(user), Some(password)) = (slot.as_mut(), user, password)
+                if let (Some((ch, nc)), Some(user), Some(password)) =
+                    (slot.as_mut(), user, password)
                 {
                     *nc += 1;
                     let cnonce = self.trunk.endpoint().token();
@@ -552,10 +555,17 @@ impl AdminUa {
         let call_id = format!("{}@{}", self.ep().token(), self.local.ip());
         let from_tag = self.ep().token();
         let mut call = OutgoingCall::new(cfg, call_id, from_tag);
-        call.start(Instant::now(), self.ep(), Route { addr: hop, conn: None })
-            .map_err(|e| AdminError::GateCall {
-                reason: e.to_string(),
-            })?;
+        call.start(
+            Instant::now(),
+            self.ep(),
+            Route {
+                addr: hop,
+                conn: None,
+            },
+        )
+        .map_err(|e| AdminError::GateCall {
+            reason: e.to_string(),
+        })?;
         (self.report)(Progress::SignalSent {
             how: "call",
             to: target.to_string(),
@@ -784,7 +794,13 @@ impl AdminUa {
             })
     }
 
-    fn respond(&mut self, id: crate::sip::transaction::ServerTxnId, msg: &Message, code: u16, reason: &str) {
+    fn respond(
+        &mut self,
+        id: crate::sip::transaction::ServerTxnId,
+        msg: &Message,
+        code: u16,
+        reason: &str,
+    ) {
         self.ep()
             .respond(Instant::now(), id, msg, code, reason, &Extras::default());
     }
@@ -822,8 +838,8 @@ impl AdminUa {
         let Ok(m) = parse_datagram(data, &Limits::default()) else {
             return;
         };
-        let start_line = String::from_utf8_lossy(data.split(|b| *b == b'\r').next().unwrap_or(&[]))
-            .into_owned();
+        let start_line =
+            String::from_utf8_lossy(data.split(|b| *b == b'\r').next().unwrap_or(&[])).into_owned();
         (self.report)(Progress::Sip {
             outgoing,
             peer,
@@ -1042,7 +1058,11 @@ async fn send_keys(
             *o = law.encode(*s);
         }
         pkt.clear();
-        if stream.audio_header(FRAME as u32).write(&frame, &mut pkt).is_ok() {
+        if stream
+            .audio_header(FRAME as u32)
+            .write(&frame, &mut pkt)
+            .is_ok()
+        {
             let _ = sock.send_to(&pkt, neg.remote_addr).await;
         }
         sent_frames += 1;
@@ -1079,7 +1099,11 @@ async fn send_keys(
 
 /// Start the answering modem on the callback's RTP (the administrator's end answers: V.25
 /// answer tone first, then the modulation's training; V.22bis §6.3.1).
-pub fn start_modem(cb: &Callback, modem: LineModem, max_rate: Rate) -> Result<ModemLine, AdminError> {
+pub fn start_modem(
+    cb: &Callback,
+    modem: LineModem,
+    max_rate: Rate,
+) -> Result<ModemLine, AdminError> {
     modem_media::spawn(
         cb.rtp.clone(),
         LineParams {
@@ -1172,7 +1196,10 @@ mod tests {
             from: Some("sip:gate-out@pbx.example".into()),
             source: Some(addr("127.0.0.1:5060")),
         };
-        assert!(exact.admits("SIP:gate-out@pbx.example;user=phone", addr("127.0.0.1:5060")));
+        assert!(exact.admits(
+            "SIP:gate-out@pbx.example;user=phone",
+            addr("127.0.0.1:5060")
+        ));
         assert!(!exact.admits("sip:gate-out@other.example", addr("127.0.0.1:5060")));
         assert!(!exact.admits("sip:gate-out@pbx.example", addr("127.0.0.1:5061")));
     }

@@ -17,9 +17,7 @@ use tokio::sync::watch;
 use crate::gate::pin::{digest_ha1s, hash_pin};
 use crate::gate::Secret;
 use crate::modem::v22bis::Rate;
-use crate::runtime::admin::{
-    self, AdminUa, CallbackFilter, Progress, SignalCredentials, UaConfig,
-};
+use crate::runtime::admin::{self, AdminUa, CallbackFilter, Progress, SignalCredentials, UaConfig};
 use crate::runtime::modem_media::{LineEvent, LineModem, ModemLine};
 use crate::sdp::Codec;
 
@@ -163,7 +161,10 @@ pub async fn run(modem: LineModem, max_rate: Rate) -> Result<(), DemoError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate_task = tokio::spawn(crate::runtime::run(specs, gate, stop_rx));
     println!("dialback demo: gate on 127.0.0.1 (user :{user_port}, admin :{gate_admin_port}, originate :{out_port}); administrator at {admin_addr}");
-    println!("dialplan: {} (from dialplans/demo.json, demo secrets generated for this run)", path.display());
+    println!(
+        "dialplan: {} (from dialplans/demo.json, demo secrets generated for this run)",
+        path.display()
+    );
     let result = tokio::time::timeout(
         DEMO_LIMIT,
         admin_side(
@@ -224,7 +225,11 @@ async fn admin_side(
         source: Some(gate_originate),
     };
     let cb = ua
-        .wait_callback(&filter, Duration::from_secs(20), &[Codec::Pcmu, Codec::Pcma])
+        .wait_callback(
+            &filter,
+            Duration::from_secs(20),
+            &[Codec::Pcmu, Codec::Pcma],
+        )
         .await?;
     println!(
         "   signal → callback INVITE: {:.0} ms (includes the 500 ms callback delay)",

@@ -139,8 +139,13 @@ impl DialInFile {
 /// How the start signal goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    Message { text: String },
-    Call { keys_after_pin: String, mode: KeyMode },
+    Message {
+        text: String,
+    },
+    Call {
+        keys_after_pin: String,
+        mode: KeyMode,
+    },
 }
 
 /// A PBX to register at.
@@ -179,7 +184,9 @@ pub struct Settings {
 pub enum SettingsError {
     #[error("{path}: {message}")]
     File { path: String, message: String },
-    #[error("missing setting `{name}` (flag --{flag}, env {ENV_PREFIX}{env}, or file key `{name}`)")]
+    #[error(
+        "missing setting `{name}` (flag --{flag}, env {ENV_PREFIX}{env}, or file key `{name}`)"
+    )]
     Missing {
         name: &'static str,
         flag: &'static str,
@@ -329,10 +336,11 @@ pub fn resolve(f: DialInFile) -> Result<Settings, SettingsError> {
             expected: "digits (it is keyed as DTMF)",
         });
     }
-    let filter_from = f
-        .callback_from
-        .clone()
-        .ok_or(missing("callback_from", "callback-from", "CALLBACK_FROM"))?;
+    let filter_from = f.callback_from.clone().ok_or(missing(
+        "callback_from",
+        "callback-from",
+        "CALLBACK_FROM",
+    ))?;
     let filter_source = match &f.callback_source {
         None => None,
         Some(s) => Some(match s.parse::<std::net::IpAddr>() {
@@ -514,7 +522,9 @@ fn describe(p: &Progress, ladder: bool) -> Option<String> {
             from,
             source,
             status,
-        } => format!("refused a call from {from} (via {source}) with {status}: not the gate's trunk"),
+        } => {
+            format!("refused a call from {from} (via {source}) with {status}: not the gate's trunk")
+        }
         Progress::CallbackAnswered {
             rtp_port,
             remote,
@@ -647,18 +657,23 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
     let mut stdout = tokio::io::stdout();
     let mut inbuf = vec![0u8; 256];
     let mut stdin_open = true;
-    // Pipes: hold input until the console has said something (its banner), so a script's
-    // first line is not sent into the training gap.
+    // Pipes: hold input until the console has said something (its banner), then pace it a
+    // line at a time (see [`LinePacer`]), so a script runs like a typist at any line rate.
     let mut heard = !pipe_mode;
+    let mut pacer = LinePacer::new(pace_for(rate), Instant::now());
     let mut quiet_since = Instant::now();
     let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     let ended: &'static str = loop {
         let eof_deadline = tokio::time::Instant::from_std(quiet_since + EOF_QUIET);
+        let pace_deadline = tokio::time::Instant::from_std(pacer.ready_at());
+        let drained = pacer.is_empty() && line.tx.capacity() == line.tx.max_capacity();
         tokio::select! {
             ev = line.events.recv() => match ev {
                 Some(LineEvent::Data(d)) => {
                     heard = true;
-                    quiet_since = Instant::now();
+                    let now = Instant::now();
+                    quiet_since = now;
+                    pacer.heard(now);
                     bytes_in += d.len() as u64;
                     let out: Vec<u8> = if pipe_mode { d.into_iter().filter(|b| *b != b'\r').collect() } else { d };
                     if stdout.write_all(&out).await.is_err() || stdout.flush().await.is_err() {
@@ -671,20 +686,36 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
             by_gate = active.ended() => {
                 break if by_gate { "the gate hung up" } else { "call ended" };
             }
-            r = stdin.read(&mut inbuf), if stdin_open && heard => match r {
-                Ok(0) | Err(_) => stdin_open = false,
+            r = stdin.read(&mut inbuf), if stdin_open && pacer.has_room() => match r {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    pacer.end_of_input();
+                }
                 Ok(n) => {
                     let chunk = inbuf.get(..n).unwrap_or(&[]);
-                    if raw.is_some() && chunk.contains(&ESCAPE) {
-                        break "hung up (Ctrl-])";
-                    }
-                    bytes_out += n as u64;
-                    if line.tx.send(chunk.to_vec()).await.is_err() {
-                        break "modem closed";
+                    if pipe_mode {
+                        pacer.push(chunk);
+                    } else {
+                        if chunk.contains(&ESCAPE) {
+                            break "hung up (Ctrl-])";
+                        }
+                        bytes_out += n as u64;
+                        if line.tx.send(chunk.to_vec()).await.is_err() {
+                            break "modem closed";
+                        }
                     }
                 }
             },
-            _ = tokio::time::sleep_until(eof_deadline), if !stdin_open && line.tx.capacity() == line.tx.max_capacity() => {
+            _ = tokio::time::sleep_until(pace_deadline), if heard && pacer.has_line() => {
+                let now = Instant::now();
+                if let Some(l) = pacer.take_line(now) {
+                    bytes_out += l.len() as u64;
+                    if line.tx.send(l).await.is_err() {
+                        break "modem closed";
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(eof_deadline), if !stdin_open && drained => {
                 break "input ended";
             }
             _ = tokio::signal::ctrl_c() => break "interrupted",
@@ -709,6 +740,76 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
         session.as_secs_f64()
     ));
     Ok(summary)
+}
+
+/// Quiet time before a script's next line: long enough for the console's answer to start
+/// (its echo, or the PIN check) at the line's speed.
+fn pace_for(rate_bps: u32) -> Duration {
+    if rate_bps >= 1200 {
+        Duration::from_millis(600)
+    } else {
+        Duration::from_millis(1500)
+    }
+}
+
+/// Most script bytes held back (stdin is not read further until they go out).
+const PACER_CAP: usize = 4096;
+
+/// Paces piped input a line at a time: the next line goes out once the line has been quiet
+/// for `pace` since the later of our last line and the last byte heard, so a script behaves
+/// like a typist whatever the modem's rate. Sans-IO: `now` is passed in.
+#[derive(Debug)]
+struct LinePacer {
+    pending: Vec<u8>,
+    pace: Duration,
+    last: Instant,
+    eof: bool,
+}
+
+impl LinePacer {
+    fn new(pace: Duration, now: Instant) -> Self {
+        LinePacer {
+            pending: Vec::new(),
+            pace,
+            last: now,
+            eof: false,
+        }
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+    fn end_of_input(&mut self) {
+        self.eof = true;
+    }
+    fn heard(&mut self, now: Instant) {
+        self.last = self.last.max(now);
+    }
+    fn has_room(&self) -> bool {
+        self.pending.len() < PACER_CAP
+    }
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+    /// A whole line is waiting (or the unterminated rest after end of input).
+    fn has_line(&self) -> bool {
+        self.pending.contains(&b'\n') || (self.eof && !self.pending.is_empty())
+    }
+    fn ready_at(&self) -> Instant {
+        self.last + self.pace
+    }
+    /// The next line (with its newline) if it is due at `now`.
+    fn take_line(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if now < self.ready_at() || !self.has_line() {
+            return None;
+        }
+        let end = self
+            .pending
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(self.pending.len(), |i| i + 1);
+        self.last = now;
+        Some(self.pending.drain(..end).collect())
+    }
 }
 
 /// The terminal in raw mode while it lives (restored on drop). `None` when stdin is not a TTY.
@@ -874,6 +975,27 @@ mod tests {
         let ok = dir.join("ok.json");
         std::fs::write(&ok, r#"{"user":"1001","wait_s":5}"#).unwrap();
         assert_eq!(load_file(&ok).unwrap().wait_s, Some(5));
+    }
+
+    #[test]
+    fn piped_lines_go_out_one_at_a_time_after_the_line_is_quiet() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = LinePacer::new(Duration::from_millis(600), t0);
+        p.push(b"1001\n2468\nsta");
+        assert_eq!(p.take_line(ms(100)), None, "not quiet long enough");
+        assert_eq!(p.take_line(ms(600)).as_deref(), Some(&b"1001\n"[..]));
+        p.heard(ms(700));
+        assert_eq!(
+            p.take_line(ms(1200)),
+            None,
+            "the echo restarted the quiet time"
+        );
+        assert_eq!(p.take_line(ms(1300)).as_deref(), Some(&b"2468\n"[..]));
+        assert!(!p.has_line(), "a partial line waits for its newline");
+        p.end_of_input();
+        assert_eq!(p.take_line(ms(1900)).as_deref(), Some(&b"sta"[..]));
+        assert!(p.is_empty());
     }
 
     #[test]
