@@ -370,6 +370,122 @@ fn dial_in_with_a_wrong_pin_by_dtmf_waits_out_and_reports_no_callback() {
     );
 }
 
+/// PBX-less: dial-in listens on a fixed address; the gate's originate trunk uses it as its
+/// proxy and admin 1's number, as in `dialback demo`.
+#[test]
+fn dial_in_without_a_pbx_listens_directly_and_takes_the_callback() {
+    direct(false);
+}
+
+/// While dial-in waits, a call from someone else (not the gate's trunk) gets 403; the gate's
+/// callback that follows is still taken.
+#[test]
+fn dial_in_refuses_a_call_that_is_not_the_gates_callback() {
+    direct(true);
+}
+
+fn rogue_invite(to: &str) -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let me = sock.local_addr().expect("addr");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let req = format!(
+        "INVITE sip:1001@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrogue1\r\nMax-Forwards: 70\r\nFrom: <sip:prankster@127.0.0.1>;tag=r1\r\nTo: <sip:1001@{to}>\r\nCall-ID: rogue-1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:prankster@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sock.send_to(req.as_bytes(), to).expect("send");
+    let mut buf = [0u8; 4096];
+    let mut last = String::new();
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        last = String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !last.contains(" 1") {
+            break;
+        }
+    }
+    last
+}
+
+fn direct(rogue: bool) {
+    let me = format!("127.0.0.1:{}", free_port());
+    let out_port = free_port();
+    let admin_port = free_port();
+    let example: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dialplans/example.json"
+        ))
+        .expect("example"),
+    )
+    .expect("json");
+    let mut admins = example["admins"].clone();
+    admins[0]["numbers"] = json!([format!("sip:1001@{me}")]);
+    let plan = json!({
+        "trunks": {
+            "user": { "listen": format!("127.0.0.1:{}", free_port()), "register": false, "aor": "sip:gate-user@127.0.0.1" },
+            "admin": { "listen": format!("127.0.0.1:{admin_port}"), "register": false, "aor": "sip:gate-admin@127.0.0.1" },
+            "originate": { "listen": format!("127.0.0.1:{out_port}"), "proxy": format!("sip:{me}"),
+                           "from": "sip:gate-out@127.0.0.1" }
+        },
+        "admins": admins,
+        "callback": { "delay_ms": if rogue { 2500 } else { 200 }, "ring_timeout_s": 10 },
+        "modem": { "modulations": ["v22bis"], "target": "console", "idle_s": 30, "max_s": 120 }
+    });
+    let gate = Gate::start(plan, &[]).expect("dialback starts");
+    let rogue_answer = rogue.then(|| {
+        let to = me.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1200));
+            rogue_invite(&to)
+        })
+    });
+    let run = dial_in(
+        &[
+            "--listen",
+            &me,
+            "--user",
+            "1001",
+            "--gate",
+            &format!("sip:gate-admin@127.0.0.1:{admin_port}"),
+            "--admin-id",
+            "1001",
+            "--digit",
+            "1",
+            "--callback-from",
+            "sip:gate-out@127.0.0.1",
+            "--callback-source",
+            &format!("127.0.0.1:{out_port}"),
+            "--wait-s",
+            "20",
+        ]
+        .map(String::from),
+        &[("DIALBACK_DIALIN_PASSWORD", SIP_PASSWORD)],
+        SCRIPT,
+        Duration::from_secs(60),
+    );
+    assert_session(
+        &run,
+        &gate,
+        "CONNECT 2400 V.22bis",
+        "session: admin 1001 over V.22bis 2400 bit/s",
+    );
+    assert!(!run.stderr.contains("registered"), "{}", run.stderr);
+    if let Some(t) = rogue_answer {
+        let answer = t.join().expect("rogue");
+        assert!(answer.contains("403"), "{answer}\n{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("refused a call from sip:prankster@127.0.0.1"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
 #[test]
 fn dial_in_refuses_missing_settings_and_secrets_with_exit_2() {
     let run = dial_in(

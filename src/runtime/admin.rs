@@ -14,7 +14,7 @@
 //! Progress is reported through a [`Report`] callback, never printed here.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -589,7 +589,7 @@ impl AdminUa {
                     });
                 }
             }
-            match drain_call(&mut call) {
+            match call.poll_event() {
                 Some(CallEvent::Answered { remote_sdp }) => {
                     break sdp::accept_answer(&local, &remote_sdp).map_err(|e| {
                         AdminError::GateCall {
@@ -660,7 +660,7 @@ impl AdminUa {
                     Pumped::Expired => break,
                 }
             }
-            while drain_call(&mut call).is_some() {}
+            while call.poll_event().is_some() {}
         }
         media.abort();
         self.flush().await;
@@ -933,12 +933,9 @@ async fn keep(
         tokio::select! {
             r = &mut hangup, if !asked => {
                 asked = true;
-                if r.is_ok() {
-                    call.hangup(Instant::now(), ua.ep());
-                } else {
-                    // The owner dropped its handle: end the call too.
-                    call.hangup(Instant::now(), ua.ep());
-                }
+                // Asked to, or the owner dropped its handle: either way the call ends.
+                let _ = r;
+                call.hangup(Instant::now(), ua.ep());
             }
             p = ua.pump(call.poll_timeout(), far_future) => match p {
                 Pumped::Event(TrunkEvent::App(ev)) => {
@@ -970,11 +967,6 @@ async fn keep(
             return ua;
         }
     }
-}
-
-/// The next event of an outgoing call, if any.
-fn drain_call(call: &mut OutgoingCall) -> Option<CallEvent> {
-    call.poll_event()
 }
 
 /// Send 20 ms G.711 frames to the gate: silence, then each key as RFC 4733 events or as
@@ -1161,18 +1153,6 @@ fn uri_user(uri: &str) -> Option<&str> {
 fn uri_eq_ignoring_params(a: &str, b: &str) -> bool {
     let base = |u: &str| u.split(';').next().unwrap_or(u).trim().to_ascii_lowercase();
     base(a) == base(b)
-}
-
-/// The first address of `ip` family for binding when the configured one is unspecified.
-pub fn loopback_for(ip: IpAddr) -> IpAddr {
-    if ip.is_unspecified() {
-        match ip {
-            IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
-            IpAddr::V6(_) => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
-        }
-    } else {
-        ip
-    }
 }
 
 #[cfg(test)]
