@@ -465,8 +465,8 @@ pub fn read_secret(
 pub enum DialInError {
     #[error(transparent)]
     Admin(#[from] AdminError),
-    #[error("terminal: {0}")]
-    Terminal(std::io::Error),
+    #[error("interrupted before the session")]
+    Interrupted,
 }
 
 /// What a session did.
@@ -579,7 +579,7 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
         None => format!("sip:{}@{me}", s.user),
     };
     let wait_s = s.wait.as_secs();
-    let outcome = async {
+    let signal_and_wait = async {
         match &s.via {
             Via::Message { text } => {
                 match ua.send_message(&s.gate, &from, text.as_bytes(), &creds).await {
@@ -600,8 +600,15 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
             } => {
                 let pin = secrets.pin.as_ref().map(|p| p.expose()).unwrap_or("");
                 let keys = format!("{}#{pin}#{keys_after_pin}", s.admin_id);
-                ua.call_with_keys(&s.gate, &from, &keys, *mode, &creds, Duration::from_secs(30))
-                    .await?;
+                ua.call_with_keys(
+                    &s.gate,
+                    &from,
+                    &keys,
+                    *mode,
+                    &creds,
+                    Duration::from_secs(30),
+                )
+                .await?;
             }
         }
         say(&format!("waiting up to {wait_s} s for the callback"));
@@ -611,13 +618,16 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
         };
         ua.wait_callback(&filter, s.wait, &[Codec::Pcmu, Codec::Pcma])
             .await
-    }
-    .await;
+    };
+    let outcome = tokio::select! {
+        r = signal_and_wait => r.map_err(DialInError::from),
+        _ = tokio::signal::ctrl_c() => Err(DialInError::Interrupted),
+    };
     let cb = match outcome {
         Ok(cb) => cb,
         Err(e) => {
             ua.unregister(Duration::from_secs(2)).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     let answered_at = Instant::now();
@@ -648,10 +658,11 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
         answered_at.elapsed().as_secs_f64()
     ));
     let session_start = Instant::now();
-    let raw = RawMode::enter();
-    if raw.is_some() {
+    if std::io::stdin().is_terminal() {
+        // Said before raw mode: once OPOST is off a bare `\n` no longer returns the carriage.
         say("terminal in raw mode; Ctrl-] hangs up");
     }
+    let raw = RawMode::enter();
     let pipe_mode = raw.is_none();
     let mut stdin = tokio::io::stdin();
     let mut stdout = tokio::io::stdout();
@@ -721,7 +732,11 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
             _ = tokio::signal::ctrl_c() => break "interrupted",
         }
     };
-    drop(raw);
+    if raw.is_some() {
+        // The console's last line (a prompt) has no line end.
+        drop(raw);
+        eprintln!();
+    }
     let session = session_start.elapsed();
     drop(line);
     if let Some(mut ua) = active.finish(Duration::from_secs(3)).await {
