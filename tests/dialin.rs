@@ -10,6 +10,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -89,15 +90,16 @@ fn dial_in(args: &[String], env: &[(&str, &str)], input: &str, limit: Duration) 
     });
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
+    // Bytes, not `read_to_string`: line noise before CONNECT need not be UTF-8.
     let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
     });
     let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
     });
     let code = loop {
         if let Ok(Some(st)) = child.try_wait() {
@@ -144,10 +146,45 @@ fn args(k: &Kamailio, extra: &[&str]) -> Vec<String> {
     a
 }
 
-fn start(modulation: &str) -> Option<(Kamailio, Gate)> {
+/// At most two modem sessions of this binary at once: each runs a gate, Kamailio and two
+/// modems in real time, and the machine (2 cores in CI) must keep their 20 ms clocks.
+static SESSIONS: Sessions = Sessions {
+    busy: Mutex::new(0),
+    freed: Condvar::new(),
+};
+const MAX_SESSIONS: usize = 2;
+
+struct Sessions {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct SessionSlot;
+
+impl Sessions {
+    fn take(&'static self) -> SessionSlot {
+        let mut n = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= MAX_SESSIONS {
+            n = self.freed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        SessionSlot
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut n = SESSIONS.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        SESSIONS.freed.notify_one();
+    }
+}
+
+fn start(modulation: &str) -> Option<(SessionSlot, Kamailio, Gate)> {
     if !support::have_program("kamailio") {
         return None;
     }
+    let slot = SESSIONS.take();
     let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
     let gate = Gate::start(dialplan(&k, modulation), ENV).expect("dialback starts");
     assert!(
@@ -155,7 +192,7 @@ fn start(modulation: &str) -> Option<(Kamailio, Gate)> {
         "{}",
         gate.log()
     );
-    Some((k, gate))
+    Some((slot, k, gate))
 }
 
 fn assert_session(run: &Run, gate: &Gate, connect: &str, status_line: &str) {
@@ -194,7 +231,7 @@ fn assert_session(run: &Run, gate: &Gate, connect: &str, status_line: &str) {
 
 #[test]
 fn dial_in_by_message_through_kamailio_reaches_the_console_status() {
-    let Some((k, gate)) = start("v22bis") else {
+    let Some((_slot, k, gate)) = start("v22bis") else {
         return;
     };
     let run = dial_in(
@@ -227,7 +264,7 @@ fn dial_in_by_message_through_kamailio_reaches_the_console_status() {
 
 #[test]
 fn dial_in_by_rfc4733_call_through_kamailio_reaches_the_console_status() {
-    let Some((k, gate)) = start("v22bis") else {
+    let Some((_slot, k, gate)) = start("v22bis") else {
         return;
     };
     let run = dial_in(
@@ -254,7 +291,7 @@ fn dial_in_by_rfc4733_call_through_kamailio_reaches_the_console_status() {
 
 #[test]
 fn dial_in_by_inband_tones_through_kamailio_reaches_the_console_status() {
-    let Some((k, gate)) = start("v22bis") else {
+    let Some((_slot, k, gate)) = start("v22bis") else {
         return;
     };
     let run = dial_in(
@@ -277,7 +314,7 @@ fn dial_in_by_inband_tones_through_kamailio_reaches_the_console_status() {
 
 #[test]
 fn dial_in_with_v21_through_kamailio_reaches_the_console_status() {
-    let Some((k, gate)) = start("v21") else {
+    let Some((_slot, k, gate)) = start("v21") else {
         return;
     };
     let run = dial_in(
@@ -299,7 +336,7 @@ fn dial_in_with_v21_through_kamailio_reaches_the_console_status() {
 
 #[test]
 fn dial_in_with_bell103_through_kamailio_reaches_the_console_status() {
-    let Some((k, gate)) = start("bell103") else {
+    let Some((_slot, k, gate)) = start("bell103") else {
         return;
     };
     let run = dial_in(
@@ -321,7 +358,7 @@ fn dial_in_with_bell103_through_kamailio_reaches_the_console_status() {
 
 #[test]
 fn dial_in_with_a_wrong_password_reports_no_callback_and_the_gate_audits_it() {
-    let Some((k, gate)) = start("v22bis") else {
+    let Some((_slot, k, gate)) = start("v22bis") else {
         return;
     };
     let run = dial_in(
@@ -348,7 +385,7 @@ fn dial_in_with_a_wrong_password_reports_no_callback_and_the_gate_audits_it() {
 
 #[test]
 fn dial_in_with_a_wrong_pin_by_dtmf_waits_out_and_reports_no_callback() {
-    let Some((k, gate)) = start("v22bis") else {
+    let Some((_slot, k, gate)) = start("v22bis") else {
         return;
     };
     let run = dial_in(
@@ -411,6 +448,7 @@ fn rogue_invite(to: &str) -> String {
 }
 
 fn direct(rogue: bool) {
+    let _slot = SESSIONS.take();
     let me = format!("127.0.0.1:{}", free_port());
     let out_port = free_port();
     let admin_port = free_port();
