@@ -384,6 +384,30 @@ fn dial_in_with_a_wrong_password_reports_no_callback_and_the_gate_audits_it() {
 }
 
 #[test]
+fn dial_in_with_a_wrong_pbx_password_says_the_registration_failed() {
+    if !support::have_program("kamailio") {
+        return;
+    }
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    let run = dial_in(
+        &args(&k, &[]),
+        &[
+            ("DIALBACK_DIALIN_PBX_PASSWORD", "wrong-phone-pw"),
+            ("DIALBACK_DIALIN_PASSWORD", SIP_PASSWORD),
+        ],
+        "",
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("registration at the PBX failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("wrong-phone-pw"), "{}", run.stderr);
+}
+
+#[test]
 fn dial_in_with_a_wrong_pin_by_dtmf_waits_out_and_reports_no_callback() {
     let Some((_slot, k, gate)) = start("v22bis") else {
         return;

@@ -142,8 +142,9 @@ pub enum AdminError {
     Answer { reason: String },
     #[error("the modems did not train within {within_s} s")]
     Training { within_s: u64 },
-    #[error("bad signal text: {0:?} holds a character that is not a DTMF key")]
-    BadKeys(String),
+    /// Not shown: the keys hold the PIN.
+    #[error("the ID, PIN or signal holds a character that is not a DTMF key (0-9 * # A-D)")]
+    BadKeys,
 }
 
 /// Registration of the administrator's number at a PBX.
@@ -172,8 +173,8 @@ pub struct UaConfig {
     pub user_agent: String,
 }
 
-/// Credentials for one realm role: the PBX (407, or 401 on a proxy acting as registrar) and
-/// the gate (401 with the administrator's ID).
+/// Credentials for the two challengers of a signal: the PBX (407, RFC 3261 §22.3) and the
+/// gate (401 with the administrator's ID as username).
 #[derive(Clone, Debug)]
 pub struct SignalCredentials {
     /// The gate's digest username: the administrator's ID.
@@ -248,6 +249,7 @@ pub struct AdminUa {
     local: SocketAddr,
     outbound: Option<SocketAddr>,
     aor: Option<String>,
+    contact_user: String,
     registered: bool,
     report: Report,
     /// Initial INVITEs that arrived while we were busy with something else.
@@ -280,6 +282,7 @@ impl AdminUa {
             source,
         })?;
         let contact = format!("sip:{}@{local}", cfg.contact_user);
+        let contact_user = cfg.contact_user.clone();
         let outbound = cfg.registration.as_ref().map(|r| r.destination);
         let aor = cfg.registration.as_ref().map(|r| r.aor.clone());
         let registration = cfg.registration.map(|r| TrunkRegistration {
@@ -316,6 +319,7 @@ impl AdminUa {
             local,
             outbound,
             aor,
+            contact_user,
             registered: !registers,
             report,
             stash: VecDeque::new(),
@@ -517,7 +521,7 @@ impl AdminUa {
             .chars()
             .map(Digit::from_char)
             .collect::<Option<_>>()
-            .ok_or_else(|| AdminError::BadKeys(keys.to_string()))?;
+            .ok_or(AdminError::BadKeys)?;
         let hop = self.next_hop(target)?;
         let rtp = Arc::new(
             UdpSocket::bind(SocketAddr::new(self.local.ip(), 0))
@@ -545,7 +549,7 @@ impl AdminUa {
         let cfg = CallConfig {
             target_uri: target.to_string(),
             from_uri: from.to_string(),
-            contact_uri: format!("sip:{}", self.local),
+            contact_uri: format!("sip:{}@{}", self.contact_user, self.local),
             auth_username,
             password,
             sdp_offer: sdp::offer(&local),
