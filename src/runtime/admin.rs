@@ -772,7 +772,7 @@ impl AdminUa {
     }
 
     /// Keep the callback's dialog running in a task (BYE, retransmissions, refreshes; other
-    /// calls get 486) until it ends or [`ActiveCall::hangup`] is asked.
+    /// calls get 486) until it ends or [`ActiveCall::finish`] is called.
     pub fn keep_call(self, call: IncomingCall) -> ActiveCall {
         let (ended_tx, ended_rx) = oneshot::channel();
         let (hangup_tx, hangup_rx) = oneshot::channel();
