@@ -32,7 +32,7 @@ use crate::modem::v22bis::{Rate, Role};
 use crate::runtime::modem_media::{self, LineEvent, LineModem, LineParams, ModemLine};
 use crate::sdp::{self, Codec, LocalMedia, NegotiatedMedia};
 use crate::sip::build::Extras;
-use crate::sip::call::{CallConfig, CallEvent, OnDiversion, OutgoingCall};
+use crate::sip::call::{CallConfig, CallEvent, FailReason, OnDiversion, OutgoingCall};
 use crate::sip::digest::{self, ClientCredentials, ResponseParams};
 use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, OutgoingRequest, TrunkKind};
 use crate::sip::incall::{IncomingCall, IncomingEvent};
@@ -603,7 +603,14 @@ impl AdminUa {
                 }
                 Some(CallEvent::Failed { reason }) => {
                     return Err(AdminError::GateCall {
-                        reason: format!("{reason:?}"),
+                        reason: match reason {
+                            FailReason::Status(c) | FailReason::Redirect(c) => {
+                                format!("answered {c}")
+                            }
+                            FailReason::NoAnswer => "no answer".into(),
+                            FailReason::Timeout => "no response (timeout)".into(),
+                            FailReason::Diverted => "diverted".into(),
+                        },
                     })
                 }
                 Some(CallEvent::Ended { .. }) => {
@@ -704,8 +711,18 @@ impl AdminUa {
             else {
                 continue;
             };
-            if info.method != Method::Invite || info.to_tag.is_some() {
+            if info.to_tag.is_some() {
+                // A leftover of an ended dialog (RFC 3261 §12.2.2).
                 self.respond(id, &msg, 481, "Call/Transaction Does Not Exist");
+                continue;
+            }
+            if info.method != Method::Invite {
+                self.refuse(Event::Request {
+                    id,
+                    route,
+                    info,
+                    msg,
+                });
                 continue;
             }
             let from = msg
