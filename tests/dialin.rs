@@ -505,27 +505,27 @@ fn direct(rogue: bool) {
             rogue_invite(&to)
         })
     });
+    // Settings from all three sources (file, environment, flags); the password from a file.
+    let dir = tempfile::tempdir().expect("tmp");
+    let pw = dir.path().join("sip-password");
+    std::fs::write(&pw, format!("{SIP_PASSWORD}\n")).expect("pw");
+    let settings = dir.path().join("dial-in.json");
+    let file = json!({
+        "listen": me, "user": "1001", "admin_id": "1001", "digit": 1,
+        "callback_from": "sip:gate-out@127.0.0.1",
+        "callback_source": format!("127.0.0.1:{out_port}"),
+        "password_file": pw, "wait_s": 5
+    });
+    std::fs::write(&settings, file.to_string()).expect("settings");
+    let gate_uri = format!("sip:gate-admin@127.0.0.1:{admin_port}");
     let run = dial_in(
         &[
-            "--listen",
-            &me,
-            "--user",
-            "1001",
-            "--gate",
-            &format!("sip:gate-admin@127.0.0.1:{admin_port}"),
-            "--admin-id",
-            "1001",
-            "--digit",
-            "1",
-            "--callback-from",
-            "sip:gate-out@127.0.0.1",
-            "--callback-source",
-            &format!("127.0.0.1:{out_port}"),
-            "--wait-s",
-            "20",
-        ]
-        .map(String::from),
-        &[("DIALBACK_DIALIN_PASSWORD", SIP_PASSWORD)],
+            "--config".to_string(),
+            settings.display().to_string(),
+            "--wait-s".into(),
+            "20".into(),
+        ],
+        &[("DIALBACK_DIALIN_GATE", &gate_uri)],
         SCRIPT,
         Duration::from_secs(60),
     );

@@ -480,8 +480,12 @@ pub struct Summary {
     pub ended: &'static str,
 }
 
+/// When this run started: every progress line carries the time since.
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 fn say(line: &str) {
-    eprintln!("dial-in: {line}");
+    let t = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("dial-in: [{t:6.2} s] {line}");
 }
 
 fn describe(p: &Progress, ladder: bool) -> Option<String> {
@@ -535,6 +539,7 @@ fn describe(p: &Progress, ladder: bool) -> Option<String> {
 
 /// Run one dial-in: register, signal, take the callback, train, and bridge stdin/stdout.
 pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> {
+    STARTED.get_or_init(Instant::now);
     let ladder = s.ladder;
     let report: admin::Report = Arc::new(move |p| {
         if let Some(l) = describe(&p, ladder) {
