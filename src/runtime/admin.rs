@@ -130,7 +130,7 @@ pub enum AdminError {
     Registration { reason: String },
     #[error("no answer from the PBX registrar within {within_s} s")]
     RegistrationTimeout { within_s: u64 },
-    #[error("the MESSAGE got no final answer within {within_s} s")]
+    #[error("the MESSAGE got no final answer within {within_s} s (check the gate's or the PBX's address)")]
     MessageTimeout { within_s: u64 },
     #[error("the MESSAGE was refused: {status} (check the PBX credentials and the gate's URI)")]
     MessageRefused { status: u16 },
@@ -462,9 +462,10 @@ impl AdminUa {
                         break msg
                     }
                     Pumped::Event(TrunkEvent::App(Event::Timeout { id: rid })) if rid == id => {
+                        // RFC 3261 §17.1.2.2 Timer F: 64·T1.
                         return Err(AdminError::MessageTimeout {
-                            within_s: MESSAGE_ANSWER_WITHIN.as_secs(),
-                        })
+                            within_s: (64 * crate::sip::transaction::T1).as_secs(),
+                        });
                     }
                     Pumped::Event(TrunkEvent::App(ev)) => self.keep_or_refuse(ev),
                     Pumped::Expired => {

@@ -448,7 +448,9 @@ pub fn read_secret(
     if let Ok(v) = std::env::var(env) {
         return Ok(Secret::new(v));
     }
-    if std::io::stdin().is_terminal() {
+    // rpassword asks on /dev/tty, so a script piping the session's input from a terminal can
+    // still be asked.
+    if std::io::stdin().is_terminal() || std::io::stderr().is_terminal() {
         if let Ok(v) = rpassword::prompt_password(format!("{what}: ")) {
             return Ok(Secret::new(v.trim_end_matches(['\r', '\n'])));
         }
