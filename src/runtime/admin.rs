@@ -1206,6 +1206,73 @@ mod tests {
         assert!(!exact.admits("sip:gate-out@pbx.example", addr("127.0.0.1:5061")));
     }
 
+    /// Run [`send_keys`] towards a local socket and decode what arrives both ways.
+    async fn keys_heard(mode: KeyMode) -> (String, String) {
+        use crate::media::inband::{InbandConfig, InbandDetector};
+        use crate::media::rfc4733::Receiver;
+        use crate::media::rtp::{self, Datagram};
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let neg = NegotiatedMedia {
+            remote_addr: rx.local_addr().unwrap(),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event_pt: Some(101),
+            ptime_ms: 20,
+            direction: crate::sdp::Direction::SendRecv,
+            on_hold: false,
+        };
+        let keys: Vec<Digit> = "1001#9*".chars().filter_map(Digit::from_char).collect();
+        let (done_tx, mut done_rx) = oneshot::channel();
+        let task = tokio::spawn(send_keys(tx, neg, keys, mode, done_tx));
+        let mut events = Receiver::default();
+        let mut inband = InbandDetector::new(InbandConfig::default()).unwrap();
+        let (mut by_event, mut by_tone) = (String::new(), String::new());
+        let mut buf = [0u8; 2048];
+        let mut done_at: Option<tokio::time::Instant> = None;
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if done_at.is_none() && done_rx.try_recv().is_ok() {
+                done_at = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+            }
+            let stop = done_at.unwrap_or(end).min(end);
+            let Ok(Ok((n, _))) = tokio::time::timeout_at(stop, rx.recv_from(&mut buf)).await else {
+                break;
+            };
+            let now = Instant::now();
+            if let Ok(Datagram::Rtp(pkt)) = rtp::parse(&buf[..n]) {
+                if pkt.payload_type == 101 {
+                    let _ = events.handle_packet(now, pkt.marker, pkt.timestamp, pkt.payload);
+                } else {
+                    let pcm: Vec<i16> = pkt.payload.iter().map(|b| Law::Ulaw.decode(*b)).collect();
+                    inband.push(&pcm);
+                }
+            }
+            while let Some(k) = events.poll_event() {
+                by_event.push(k.digit.as_char());
+            }
+            while let Some(e) = inband.poll_event() {
+                by_tone.push(e.digit);
+            }
+        }
+        task.abort();
+        (by_event, by_tone)
+    }
+
+    #[tokio::test]
+    async fn keys_go_out_as_rfc4733_events_once_each_and_no_tones() {
+        let (events, tones) = keys_heard(KeyMode::Rfc4733).await;
+        assert_eq!(events, "1001#9*");
+        assert_eq!(tones, "", "silence under the events");
+    }
+
+    #[tokio::test]
+    async fn keys_go_out_as_inband_tones_a_q24_detector_reads() {
+        let (events, tones) = keys_heard(KeyMode::InBand).await;
+        assert_eq!(tones, "1001#9*");
+        assert_eq!(events, "");
+    }
+
     #[test]
     fn uri_user_reads_the_user_part() {
         assert_eq!(uri_user("sip:gate-out@127.0.0.1:5060"), Some("gate-out"));
