@@ -117,7 +117,8 @@ struct DialInArgs {
     /// The gate's originate trunk as the callback's From user (e.g. gate-out) or From URI.
     #[arg(long, env = "DIALBACK_DIALIN_CALLBACK_FROM")]
     callback_from: Option<String>,
-    /// Source the callback must come from (IP or IP:PORT).
+    /// Source the callback must come from (IP or IP:PORT; default: the PBX's IP, else the
+    /// gate's).
     #[arg(long, env = "DIALBACK_DIALIN_CALLBACK_SOURCE")]
     callback_source: Option<String>,
     /// v22bis (default), v22, v21 or bell103.

@@ -92,7 +92,8 @@ pub struct DialInFile {
     pub signal_dtmf: Option<String>,
     /// The gate's originate trunk: its From user (e.g. `gate-out`) or From URI.
     pub callback_from: Option<String>,
-    /// The address the callback must come from (`IP` or `IP:PORT`).
+    /// The address the callback must come from (`IP` or `IP:PORT`; default: the PBX's IP, or
+    /// the gate's when there is no PBX).
     pub callback_source: Option<String>,
     /// `v22bis`, `v22`, `v21` or `bell103`.
     pub modulation: Option<String>,
@@ -341,8 +342,14 @@ pub fn resolve(f: DialInFile) -> Result<Settings, SettingsError> {
         "callback-from",
         "CALLBACK_FROM",
     ))?;
+    // Without an explicit source the callback must come from the PBX's address, or directly
+    // from the gate's host: a From header alone is anyone's to write, and a fake "gate" that
+    // we answered could prompt for the console login and PIN.
     let filter_source = match &f.callback_source {
-        None => None,
+        None => Some(match &pbx {
+            Some(p) => SocketAddr::new(p.destination.ip(), 0),
+            None => SocketAddr::new(uri_addr("gate", &gate)?.ip(), 0),
+        }),
         Some(s) => Some(match s.parse::<std::net::IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, 0),
             Err(_) => addr("callback_source", s)?,
@@ -918,6 +925,11 @@ mod tests {
             }
         );
         assert_eq!(s.wait, Duration::from_secs(DEFAULT_WAIT_S));
+        assert_eq!(
+            s.filter_source,
+            Some("127.0.0.1:0".parse().unwrap()),
+            "the callback must come through the PBX by default"
+        );
     }
 
     #[test]
