@@ -291,6 +291,14 @@ pub fn resolve(f: DialInFile) -> Result<Settings, SettingsError> {
         (None, Some(_)) => SocketAddr::from(([127, 0, 0, 1], 0)),
         (None, None) => return Err(missing("listen", "listen", "LISTEN")),
     };
+    // Our Contact, Via and SDP carry this address: a wildcard would tell the gate nothing.
+    if listen.ip().is_unspecified() {
+        return Err(SettingsError::Invalid {
+            name: "listen",
+            value: listen.to_string(),
+            expected: "a specific IP address (it goes into the Contact and the SDP)",
+        });
+    }
     let digit = f.digit.ok_or(missing("digit", "digit", "DIGIT"))?;
     if digit > 9 {
         return Err(SettingsError::Invalid {
@@ -990,6 +998,14 @@ mod tests {
             ..base()
         };
         assert!(resolve(letters_as_dtmf_id).is_err());
+        let wildcard = DialInFile {
+            listen: Some("0.0.0.0:5062".into()),
+            ..base()
+        };
+        assert!(matches!(
+            resolve(wildcard),
+            Err(SettingsError::Invalid { name: "listen", .. })
+        ));
         let registrar_by_name = DialInFile {
             registrar: Some("sip:pbx.example".into()),
             ..base()
