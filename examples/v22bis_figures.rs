@@ -2,11 +2,29 @@
 //!
 //! `cargo run --release --example v22bis_figures [-- quick]`
 //!
-//! SNR is signal power over the power of white Gaussian noise measured in a 3 kHz band (the
-//! noise generated covers 0–4 kHz, so its total power is 4/3 of that). BER is measured on a
-//! scrambled-ones pattern (V.14 idle) after CONNECT: every descrambled 0 is an error.
+//! `cargo run --release --example v22bis_figures -- ber [quick]` prints only the BER table
+//! (V.22 at 5.5 dB, V.22bis at 12.5 dB, V.21 at 4 dB), ours and spandsp's side by side.
+//!
+//! Noise model (issue 5, "AWGN in dBm0 after G.711"), the one spandsp's own test programs use:
+//! SNR = transmit power of the modem in dBm0 − total power in dBm0 of white Gaussian noise over
+//! the whole 0–4 kHz band. spandsp tests/v22bis_tests.c sets the modem level with
+//! `v22bis_tx_power(-13)` and the noise with `-n LEVEL` (dBm0) into the line model;
+//! spandsp-sim/line_model.c feeds it to `awgn_init_dbm0`, and src/awgn.c makes that a white
+//! sequence of rms 10^((LEVEL − 6.16)/20) · 32768, i.e. LEVEL is the noise's full-band power
+//! on the same dBm0 scale as the signal (full-scale square = +6.16 dBm0, see
+//! `dialback::modem::level`). Here the signal power is measured (mean square of each modem's
+//! transmit signal during data on a clean line), and the noise is added to each sample
+//! before the G.711 encoder (spandsp's line model adds half before and half after its codec;
+//! at these SNRs the noise is 30 dB above the G.711 quantising noise, so the split does not
+//! matter). A 3 kHz-band SNR is 1.25 dB lower than this for the same line.
+//!
+//! BER is measured on a scrambled-ones pattern (V.14 idle) after CONNECT: every descrambled 0
+//! is an error (one line bit error costs about three, V.22bis §5 descrambler taps 14 and 17),
+//! for ours and for spandsp alike (tests/c/v22bis_harness.c counts the same way).
 #[path = "../tests/modem_common/mod.rs"]
 mod common;
+#[path = "../tests/fsk_support/mod.rs"]
+mod fsk_support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +32,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use common::{Law, Rng};
+use dialback::modem::fsk::{FskConfig, FskMode, FskModem};
+use dialback::modem::level;
 use dialback::modem::v22bis::{ModemEvent, Rate, Role, V22Config, V22bisModem};
+use dialback::modem::ModemEvent as FskEvent;
 
 const FRAME: usize = 160;
 /// Half length of the drift resampler's windowed-sinc interpolator.
@@ -24,7 +45,8 @@ fn dbm0_power(dbm0: f64) -> f64 {
     (16_135.0 * 10f64.powf(dbm0 / 20.0)).powi(2)
 }
 
-/// One direction of the line: optional noise, clock drift and G.711.
+/// One direction of the line: optional noise, clock drift and G.711. `snr_db` is the ratio of
+/// `signal_power` to the noise's total power over 0–4 kHz (spandsp's definition, module doc).
 struct Path1 {
     law: Law,
     noise_rms: f64,
@@ -39,9 +61,8 @@ struct Path1 {
 
 impl Path1 {
     fn new(law: Law, signal_power: f64, snr_db: Option<f64>, drift_ppm: f64, seed: u64) -> Self {
-        let noise_rms = snr_db.map_or(0.0, |s| {
-            (signal_power / 10f64.powf(s / 10.0) * 4.0 / 3.0).sqrt()
-        });
+        // Full-band noise power = signal power / SNR (see the module doc).
+        let noise_rms = snr_db.map_or(0.0, |s| (signal_power / 10f64.powf(s / 10.0)).sqrt());
         Path1 {
             law,
             noise_rms,
@@ -445,10 +466,17 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "quick");
-    let ber_s = if quick { 60.0 } else { 400.0 };
+    if std::env::args().any(|a| a == "ber") {
+        println!("| figure | target | ours (our receiver) | spandsp 0.0.6 (its receiver) |");
+        println!("|---|---|---|---|");
+        ber_table(&harness(), quick);
+        return;
+    }
     let loss_s = if quick { 60.0 } else { 600.0 };
     let seeds = if quick { 5 } else { 20 };
-    println!("| figure | target | ours (ours↔ours) | ours vs spandsp / spandsp's own |");
+    // Each cell says what it measured (BER cells: "X of ours / Y of spandsp" is the
+    // column's receiver hearing our transmitter / spandsp's).
+    println!("| figure | target | ours | spandsp 0.0.6 |");
     println!("|---|---|---|---|");
 
     // Duplex real-time factor: two modems, each transmitting and receiving, joined directly
@@ -509,51 +537,7 @@ fn main() {
         10.0 * (their_power / dbm0_power(0.0)).log10()
     );
 
-    for (rate, snr, target) in [
-        (Rate::R1200, 5.5, "≤ 2e-5"),
-        (Rate::R1200, 6.5, "(+1 dB)"),
-        (Rate::R2400, 12.5, "≤ 2e-5"),
-        (Rate::R2400, 13.5, "(+1 dB)"),
-    ] {
-        let sc = Scenario {
-            caller_rate: rate,
-            answerer_rate: rate,
-            snr_db: Some(snr),
-            drift_ppm: 0.0,
-            loss: 0.0,
-            seconds: ber_s,
-            answer_tone: false,
-            echo_bytes: 0,
-            seed: 5,
-        };
-        let r = ours_vs_ours(&sc);
-        // spandsp cannot start with noise from call start (see the start-up row), so its
-        // figures are taken with the noise switched on at CONNECT.
-        let s = ours_vs_spandsp(
-            &bin,
-            Role::Caller,
-            Some(snr),
-            ber_s,
-            9,
-            their_power,
-            rate_bps(rate),
-            true,
-        );
-        let span = format!(
-            "noise from CONNECT: ours rx of spandsp {}; spandsp rx of ours {} (rates {:?}/{:?})",
-            ber(s.ours.bits, s.ours.errors),
-            ber(s.their_bits, s.their_errors),
-            s.ours.caller_rate,
-            s.their_connect
-        );
-        println!(
-            "| BER {} bit/s at {snr} dB SNR | {target} | {} (connect {:?}, retrains {}) | {span} |",
-            rate_bps(rate),
-            ber(r.bits, r.errors),
-            r.caller_rate,
-            r.retrains
-        );
-    }
+    ber_table(&bin, quick);
 
     // Start-up with noise from call start.
     {
@@ -660,6 +644,453 @@ fn main() {
     }
 }
 
-fn rate_bps(r: Rate) -> u32 {
-    r.bps()
+/// The BER rows: ≥ 2·10⁶ bits per receiver for V.22/V.22bis (quick: a tenth), 10⁵ bits per
+/// channel for V.21 (quick: a fifth).
+fn ber_table(bin: &Path, quick: bool) {
+    let scale = if quick { 0.1 } else { 1.0 };
+    ber_rows(bin, Rate::R1200, 5.5, 1700.0 * scale);
+    ber_rows(bin, Rate::R2400, 12.5, 850.0 * scale);
+    v21_row(4.0, if quick { 2500 } else { 12_500 });
+}
+
+// ------------------------------------------------------------------ BER side by side
+
+/// Frame at which the BER runs switch their noise on and start counting: every pair has
+/// connected on the clean line by then (spandsp cannot train in noise from call start, see
+/// the start-up row), so all four receivers are measured over the same stretch of line.
+const NOISE_ON_FRAME: usize = 500;
+
+/// One end of a BER link: our modem or a spandsp harness process.
+trait End {
+    /// Hear one frame from the line, then send one frame.
+    fn step(&mut self, heard: &[i16; FRAME], out: &mut [i16; FRAME]);
+    /// Called once, just before frame [`NOISE_ON_FRAME`] is stepped.
+    fn start_counting(&mut self);
+    /// Rate reached, bits received since counting started, bit errors among them.
+    fn finish(self: Box<Self>) -> EndResult;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct EndResult {
+    rate: Option<u32>,
+    bits: u64,
+    errors: u64,
+    retrains: u64,
+    carrier_lost: bool,
+}
+
+struct OurEnd {
+    m: V22bisModem,
+    rate: Option<u32>,
+    carrier_lost: bool,
+    at_start: (u64, u64),
+}
+
+impl OurEnd {
+    fn new(role: Role, rate: Rate) -> Self {
+        let cfg = V22Config {
+            max_rate: rate,
+            answer_tone: false,
+            ..V22Config::default()
+        };
+        OurEnd {
+            m: V22bisModem::new(role, cfg).expect("cfg"),
+            rate: None,
+            carrier_lost: false,
+            at_start: (0, 0),
+        }
+    }
+}
+
+impl End for OurEnd {
+    fn step(&mut self, heard: &[i16; FRAME], out: &mut [i16; FRAME]) {
+        self.m.push(heard);
+        while let Some(e) = self.m.poll_event() {
+            match e {
+                ModemEvent::Connected { rate_bps } => self.rate = Some(rate_bps),
+                ModemEvent::CarrierLost => self.carrier_lost = true,
+                _ => {}
+            }
+        }
+        self.m.fill(out);
+    }
+    fn start_counting(&mut self) {
+        let st = self.m.stats();
+        self.at_start = (st.data_bits, st.zero_bits);
+    }
+    fn finish(self: Box<Self>) -> EndResult {
+        let st = self.m.stats();
+        EndResult {
+            rate: self.rate,
+            bits: st.data_bits - self.at_start.0,
+            errors: st.zero_bits - self.at_start.1,
+            retrains: st.retrains,
+            carrier_lost: self.carrier_lost,
+        }
+    }
+}
+
+struct SpanEnd {
+    child: Child,
+    log: PathBuf,
+    law: Law,
+}
+
+impl SpanEnd {
+    fn new(bin: &Path, role: Role, rate: Rate, tag: &str) -> Self {
+        let law = Law::Ulaw;
+        let log = std::env::temp_dir().join(format!("v22ber-{}-{tag}.log", std::process::id()));
+        let role = if role == Role::Caller {
+            "caller"
+        } else {
+            "answerer"
+        };
+        let child = Command::new(bin)
+            .args([role, &rate.bps().to_string(), law.name(), "0"])
+            .env("V22_HARNESS_NOECHO", "1")
+            .env("V22_HARNESS_COUNT_FROM", NOISE_ON_FRAME.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn");
+        SpanEnd { child, log, law }
+    }
+}
+
+impl End for SpanEnd {
+    fn step(&mut self, heard: &[i16; FRAME], out: &mut [i16; FRAME]) {
+        let mut bytes = [0u8; FRAME];
+        // The line model already applied G.711; re-encoding a decoded value is exact.
+        for (b, s) in bytes.iter_mut().zip(heard) {
+            *b = self.law.encode(*s);
+        }
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(&bytes).expect("write");
+        stdin.flush().expect("flush");
+        self.child
+            .stdout
+            .as_mut()
+            .expect("stdout")
+            .read_exact(&mut bytes)
+            .expect("read");
+        for (o, b) in out.iter_mut().zip(bytes) {
+            *o = self.law.decode(b);
+        }
+    }
+    fn start_counting(&mut self) {}
+    fn finish(mut self: Box<Self>) -> EndResult {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        let field = |k: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with("DONE"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix(k))
+                        .and_then(|v| v.parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        EndResult {
+            rate: text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("CONNECT "))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|v| v.parse().ok()),
+            bits: field("data_bits="),
+            errors: field("zero_bits="),
+            retrains: text.lines().filter(|l| l.contains("retrain")).count() as u64,
+            carrier_lost: text.contains("carrier_down"),
+        }
+    }
+}
+
+/// Run a caller and an answerer against each other: clean for [`NOISE_ON_FRAME`] frames,
+/// then `seconds` with noise on both directions. `power` is the (caller, answerer) transmit
+/// mean square the noise is referred to. Returns (caller, answerer) results and the transmit
+/// mean squares measured on the clean line during data (frames 300..500, 6–10 s after call
+/// start, taken from what each end sends, after its own G.711 for spandsp).
+fn ber_link(
+    mut caller: Box<dyn End>,
+    mut answerer: Box<dyn End>,
+    power: (f64, f64),
+    snr_db: f64,
+    seconds: f64,
+    seed: u64,
+) -> (EndResult, EndResult, (f64, f64)) {
+    let law = Law::Ulaw;
+    let mut to_a = Path1::new(law, power.0, Some(snr_db), 0.0, seed * 2 + 1);
+    let mut to_c = Path1::new(law, power.1, Some(snr_db), 0.0, seed * 2 + 2);
+    to_a.noisy = false;
+    to_c.noisy = false;
+    let (mut c_in, mut a_in) = ([0i16; FRAME], [0i16; FRAME]);
+    let (mut c_out, mut a_out) = ([0i16; FRAME], [0i16; FRAME]);
+    let mut meter = (0.0f64, 0.0f64);
+    for f in 0..NOISE_ON_FRAME + (seconds * 50.0) as usize {
+        if f == NOISE_ON_FRAME {
+            caller.start_counting();
+            answerer.start_counting();
+            to_a.noisy = true;
+            to_c.noisy = true;
+        }
+        caller.step(&c_in, &mut c_out);
+        answerer.step(&a_in, &mut a_out);
+        if (300..NOISE_ON_FRAME).contains(&f) {
+            meter.0 += c_out.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+            meter.1 += a_out.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+        }
+        to_a.carry(&c_out, &mut a_in);
+        to_c.carry(&a_out, &mut c_in);
+    }
+    let n = ((NOISE_ON_FRAME - 300) * FRAME) as f64;
+    (
+        caller.finish(),
+        answerer.finish(),
+        (meter.0 / n, meter.1 / n),
+    )
+}
+
+/// Both BER figures of one rate: ours and spandsp's receivers, each hearing our transmitter
+/// and spandsp's, in both directions. Prints three table rows.
+fn ber_rows(bin: &Path, rate: Rate, snr_db: f64, seconds: f64) {
+    let name = match rate {
+        Rate::R1200 => "V.22",
+        Rate::R2400 => "V.22bis",
+    };
+    type Pair = (Box<dyn End + Send>, Box<dyn End + Send>);
+    let ours = |role| -> Box<dyn End + Send> { Box::new(OurEnd::new(role, rate)) };
+    let span = |role, tag: &str| -> Box<dyn End + Send> {
+        Box::new(SpanEnd::new(bin, role, rate, &format!("{name}-{tag}")))
+    };
+    // Clean runs: each implementation's transmit power (both roles), as the line carries it.
+    let (_, _, ours_p) = ber_link(
+        ours(Role::Caller),
+        ours(Role::Answerer),
+        (1.0, 1.0),
+        0.0,
+        0.0,
+        0,
+    );
+    let (_, _, span_p) = ber_link(
+        span(Role::Caller, "pc"),
+        span(Role::Answerer, "pa"),
+        (1.0, 1.0),
+        0.0,
+        0.0,
+        0,
+    );
+    let dbm0 = |p: f64| 10.0 * (p / f64::from(level::mean_square(0.0))).log10();
+    eprintln!(
+        "{name}: transmit levels: ours caller {:.2} / answerer {:.2} dBm0, spandsp caller {:.2} / answerer {:.2} dBm0",
+        dbm0(ours_p.0),
+        dbm0(ours_p.1),
+        dbm0(span_p.0),
+        dbm0(span_p.1)
+    );
+    let links: [(Pair, (f64, f64)); 4] = [
+        ((ours(Role::Caller), ours(Role::Answerer)), ours_p),
+        (
+            (ours(Role::Caller), span(Role::Answerer, "a")),
+            (ours_p.0, span_p.1),
+        ),
+        (
+            (span(Role::Caller, "c"), ours(Role::Answerer)),
+            (span_p.0, ours_p.1),
+        ),
+        (
+            (span(Role::Caller, "cc"), span(Role::Answerer, "aa")),
+            span_p,
+        ),
+    ];
+    // The four links are independent: run them side by side.
+    let res: Vec<(EndResult, EndResult)> = std::thread::scope(|s| {
+        let handles: Vec<_> = links
+            .into_iter()
+            .enumerate()
+            .map(|(i, ((c, a), p))| {
+                s.spawn(move || {
+                    let (c, a, _) = ber_link(c, a, p, snr_db, seconds, 10 + i as u64);
+                    (c, a)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("link thread"))
+            .collect()
+    });
+    let (oo, os, so, ss) = (res[0], res[1], res[2], res[3]);
+    for (i, (_, r)) in [
+        ("ours↔ours", oo),
+        ("ours↔spandsp", os),
+        ("spandsp↔ours", so),
+        ("spandsp↔spandsp", ss),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let note = |e: &EndResult| {
+            format!(
+                "rate {:?}, retrains {}, carrier lost {}",
+                e.rate, e.retrains, e.carrier_lost
+            )
+        };
+        eprintln!(
+            "  link {i} caller/answerer: {} | {}",
+            note(&r.0),
+            note(&r.1)
+        );
+    }
+    let cell = |a: &EndResult, b: &EndResult| {
+        format!(
+            "{} of ours / {} of spandsp",
+            ber(a.bits, a.errors),
+            ber(b.bits, b.errors)
+        )
+    };
+    // Rows: caller receiving (answerer's 2400 Hz channel), answerer receiving (1200 Hz).
+    println!(
+        "| {name} BER at {snr_db} dB, caller receives (2400 Hz channel) | ≤ 2e-5 | {} | {} |",
+        cell(&oo.0, &os.0),
+        cell(&so.0, &ss.0)
+    );
+    println!(
+        "| {name} BER at {snr_db} dB, answerer receives (1200 Hz channel) | ≤ 2e-5 | {} | {} |",
+        cell(&oo.1, &so.1),
+        cell(&os.1, &ss.1)
+    );
+    let pool = |xs: [&EndResult; 4]| {
+        let bits = xs.iter().map(|e| e.bits).sum();
+        let errors = xs.iter().map(|e| e.errors).sum();
+        ber(bits, errors)
+    };
+    println!(
+        "| {name} BER at {snr_db} dB, all four links pooled | ≤ 2e-5 | {} | {} |",
+        pool([&oo.0, &os.0, &oo.1, &so.1]),
+        pool([&so.0, &ss.0, &os.1, &ss.1])
+    );
+}
+
+/// V.21 async BER at `snr_db`: our transmitter through the noisy line into our receiver and
+/// into spandsp's (whose characters come back on a clean line for counting), both channels.
+/// A lost or extra character counts 8 bit errors (aligned as in tests/fsk_ber.rs).
+fn v21_row(snr_db: f64, chars: usize) {
+    let dir = std::env::temp_dir().join(format!("v21figs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let bin = dir.join("fsk_harness");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/fsk_harness.c");
+    let ok = Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&bin)
+        .arg(src)
+        .args(["-lspandsp", "-lm"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "cc fsk_harness failed");
+    let law = Law::Ulaw;
+    let mut ours = (0u64, 0u64);
+    let mut theirs = (0u64, 0u64);
+    // Characters delivered by our receiver and echoed by spandsp's.
+    let mut counts = (0usize, 0usize);
+    let mut levels = Vec::new();
+    for (mode, partner, seed) in [
+        (FskMode::V21Caller, FskMode::V21Answerer, 1u64),
+        (FskMode::V21Answerer, FskMode::V21Caller, 2),
+    ] {
+        let mut rng = Rng::new(seed + 40);
+        let sent = rng.bytes(chars);
+        // Our transmitter's power during data, measured on a clean frame of marks.
+        let power = {
+            let mut m = FskModem::new(mode, FskConfig::default()).expect("cfg");
+            let mut b = [0i16; FRAME];
+            m.fill(&mut b);
+            m.fill(&mut b);
+            b.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / FRAME as f64
+        };
+        levels.push(10.0 * (power / f64::from(level::mean_square(0.0))).log10());
+        // spandsp transmits on our receive channel and receives ours.
+        let ch = partner.tx_channel();
+        let mut child = Command::new(&bin)
+            .args([
+                law.name(),
+                &(ch.mark_hz as i32).to_string(),
+                &(ch.space_hz as i32).to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fsk_harness");
+        let mut tx = FskModem::new(mode, FskConfig::default()).expect("cfg");
+        let mut rx = FskModem::new(partner, FskConfig::default()).expect("cfg");
+        let mut echo_rx = FskModem::new(mode, FskConfig::default()).expect("cfg");
+        let mut line = Path1::new(law, power, Some(snr_db), 0.0, seed * 7);
+        let (mut got, mut echoed) = (Vec::new(), Vec::new());
+        let (mut b, mut noisy, mut back) = ([0i16; FRAME], [0i16; FRAME], [0i16; FRAME]);
+        let mut written = 0;
+        // 0.5 s of marks first, then the characters, then 2 s for the echo to drain.
+        let frames = 25 + chars * 10 * 50 / 300 + 150;
+        for f in 0..frames {
+            if f >= 25 {
+                written += tx.write(&sent[written..]);
+            }
+            tx.fill(&mut b);
+            line.carry(&b, &mut noisy);
+            rx.push(&noisy);
+            while let Some(e) = rx.poll_event() {
+                if let FskEvent::Data(x) = e {
+                    got.push(x);
+                }
+            }
+            let mut bytes = [0u8; FRAME];
+            for (o, s) in bytes.iter_mut().zip(noisy) {
+                *o = law.encode(s);
+            }
+            let stdin = child.stdin.as_mut().expect("stdin");
+            stdin.write_all(&bytes).expect("write");
+            stdin.flush().expect("flush");
+            child
+                .stdout
+                .as_mut()
+                .expect("stdout")
+                .read_exact(&mut bytes)
+                .expect("read");
+            for (o, x) in back.iter_mut().zip(bytes) {
+                *o = law.decode(x);
+            }
+            echo_rx.push(&back);
+            while let Some(e) = echo_rx.poll_event() {
+                if let FskEvent::Data(x) = e {
+                    echoed.push(x);
+                }
+            }
+        }
+        drop(child.stdin.take());
+        let _ = child.wait();
+        ours.0 += fsk_support::aligned_bit_errors(&sent, &got);
+        ours.1 += 8 * chars as u64;
+        theirs.0 += fsk_support::aligned_bit_errors(&sent, &echoed);
+        theirs.1 += 8 * chars as u64;
+        counts.0 += got.len();
+        counts.1 += echoed.len();
+    }
+    eprintln!(
+        "V.21: our transmit levels ch1 {:.2} / ch2 {:.2} dBm0",
+        levels[0], levels[1]
+    );
+    println!(
+        "| V.21 async BER at {snr_db} dB (both channels) | ≤ 1e-4 | {} ({} of {} chars) | {} of ours ({} of {} chars) |",
+        ber(ours.1, ours.0),
+        counts.0,
+        2 * chars,
+        ber(theirs.1, theirs.0),
+        counts.1,
+        2 * chars
+    );
 }

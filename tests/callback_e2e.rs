@@ -6,97 +6,32 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::dialback::{free_port, Gate};
+use support::dialback::Gate;
+use support::gate_pbx::{self, assert_no_secret, audit_text, wait_for, Message, ENV, SUBSCRIBERS};
 use support::kamailio::Kamailio;
 use support::sipp::Sipp;
 use support::uac::{self, Register};
 
-const SUBSCRIBERS: &[(&str, &str)] = &[
-    ("gate-user", "user-pw"),
-    ("gate-admin", "admin-pw"),
-    ("gate-out", "out-pw"),
-    ("1001", "phone-pw"),
-    ("1002", "phone2-pw"),
-];
-
+/// The shared PBX dialplan with admin 1 calling back `numbers` in order.
 fn dialplan(k: &Kamailio, numbers: Vec<String>) -> Value {
-    let example: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/dialplans/example.json"
-        ))
-        .expect("example dialplan"),
-    )
-    .expect("json");
-    let mut admins = example["admins"].clone();
-    admins[0]["numbers"] = json!(numbers);
-    admins[1]["numbers"] = json!([format!("sip:1002@127.0.0.1:{}", k.port())]);
-    let pbx = k.sip_uri();
-    json!({
-        "trunks": {
-            "user": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
-                      "aor": "sip:gate-user@127.0.0.1", "auth_username": "gate-user",
-                      "password_env": "T_USER_PW", "expires_s": 60 },
-            "admin": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
-                       "aor": "sip:gate-admin@127.0.0.1", "auth_username": "gate-admin",
-                       "password_env": "T_ADMIN_PW", "expires_s": 60 },
-            "originate": { "listen": format!("127.0.0.1:{}", free_port()), "proxy": pbx,
-                           "from": "sip:gate-out@127.0.0.1", "auth_username": "gate-out",
-                           "password_env": "T_OUT_PW" }
-        },
-        "admins": admins,
-        "security": { "digest_algorithms": ["MD5"] },
-        "callback": { "delay_ms": 300, "ring_timeout_s": 5, "answered_hold_s": 2 },
-        "modem": { "connect_timeout_s": 2 }
-    })
+    let mut plan = gate_pbx::dialplan(k, json!({}));
+    plan["admins"][0]["numbers"] = json!(numbers);
+    plan
 }
-
-const ENV: &[(&str, &str)] = &[
-    ("T_USER_PW", "user-pw"),
-    ("T_ADMIN_PW", "admin-pw"),
-    ("T_OUT_PW", "out-pw"),
-];
 
 /// The administrator's MESSAGE through the PBX to `gate_user@pbx`; sipsak answers the gate's
-/// 401 with admin 1001's digest password. Returns sipsak's exit code.
+/// 401 with `password`. Returns sipsak's exit code.
 fn maintain(k: &Kamailio, gate_user: &str, user: &str, password: &str, body: &str) -> Option<i32> {
-    let mut file = tempfile::NamedTempFile::new().expect("temp");
-    let to = k.sip_addr();
-    write!(
-        file,
-        "MESSAGE sip:{gate_user}@{to} SIP/2.0\r\nFrom: <sip:roaming-admin@127.0.0.1>;tag=m{}\r\nTo: <sip:{gate_user}@{to}>\r\nCall-ID: maintain-{}-{gate_user}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        std::process::id(),
-        std::process::id(),
-        body.len()
+    gate_pbx::send(
+        k,
+        &Message {
+            to: gate_user,
+            ..Message::admin((user, password, body))
+        },
     )
-    .expect("write");
-    Command::new("sipsak")
-        .arg("-f")
-        .arg(file.path())
-        .arg("-s")
-        .arg(format!("sip:{gate_user}@{to}"))
-        .args(["-u", user, "-a", password])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("sipsak runs")
-        .code()
-}
-
-fn wait_for(gate: &Gate, event: &str, within: Duration) -> bool {
-    let end = std::time::Instant::now() + within;
-    while std::time::Instant::now() < end {
-        if gate.audit_events().iter().any(|e| e == event) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 fn callback_reaches_the_phone(gate_user: &str) {
@@ -167,14 +102,7 @@ fn callback_reaches_the_phone(gate_user: &str) {
         "from the originate trunk: {}",
         invites[0]
     );
-    let all = format!(
-        "{}{}",
-        gate.log(),
-        std::fs::read_to_string(gate.dir().join("audit.jsonl")).unwrap_or_default()
-    );
-    for secret in ["demo-secret-1", "out-pw", "admin-pw", "user-pw"] {
-        assert!(!all.contains(secret), "{secret} leaked");
-    }
+    assert_no_secret(&audit_text(&gate), &gate.log());
 }
 
 #[test]

@@ -137,6 +137,7 @@ async fn session(pin: &str, id: &str) -> (Gate, support::sipp::SippOutcome, Stri
             max_rate: Rate::R2400,
             tx_level_dbm0: -13.0,
             jitter: Duration::from_millis(60),
+            rtp_timeout: None,
         },
     )
     .expect("answerer");

@@ -15,146 +15,18 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::dialback::{free_port, Gate};
+use support::dialback::Gate;
+use support::gate_pbx::{
+    assert_no_secret, audit_text, count, dialplan, maintain, pbx_and_gate, phone, wait_for,
+    wait_for_n, ADMIN_1, ADMIN_2, ENV, SUBSCRIBERS,
+};
 use support::kamailio::Kamailio;
 use support::sipp::{Sipp, SippRun};
 use support::uac::{self, Register};
-
-const SUBSCRIBERS: &[(&str, &str)] = &[
-    ("gate-user", "user-pw"),
-    ("gate-admin", "admin-pw"),
-    ("gate-out", "out-pw"),
-    ("1001", "phone-pw"),
-    ("1002", "phone2-pw"),
-    ("1003", "phone3-pw"),
-];
-
-const ENV: &[(&str, &str)] = &[
-    ("T_USER_PW", "user-pw"),
-    ("T_ADMIN_PW", "admin-pw"),
-    ("T_OUT_PW", "out-pw"),
-];
-
-/// Admin 1001 (digit 1) and 1002 (digit 2) of `dialplans/example.json`, demo secrets from
-/// `dialplans/README.md`.
-const ADMIN_1: (&str, &str, &str) = ("1001", "demo-secret-1", "MAINTAIN-1");
-const ADMIN_2: (&str, &str, &str) = ("1002", "demo-secret-2", "MAINTAIN-2");
-
-/// Every secret a test uses; none may appear in the audit or the log.
-const SECRETS: &[&str] = &[
-    "demo-secret-1",
-    "demo-secret-2",
-    "user-pw",
-    "admin-pw",
-    "out-pw",
-    "phone-pw",
-    "phone2-pw",
-    "phone3-pw",
-];
-/// The demo PINs (dialplans/README.md): digits, so only counted when not part of a longer run
-/// of digits (timestamps, ports).
-const PINS: &[&str] = &["2468", "1357"];
-
-/// The example dialplan's admins, admin 1 and 2 calling back `sip:1001@pbx` / `sip:1002@pbx`
-/// only, trunks on free ports, `callback` settings merged over short test defaults.
-fn dialplan(k: &Kamailio, callback: Value) -> Value {
-    let example: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/dialplans/example.json"
-        ))
-        .expect("example dialplan"),
-    )
-    .expect("json");
-    let mut admins = example["admins"].clone();
-    admins[0]["numbers"] = json!([format!("sip:1001@127.0.0.1:{}", k.port())]);
-    admins[1]["numbers"] = json!([format!("sip:1002@127.0.0.1:{}", k.port())]);
-    let mut cb = json!({ "delay_ms": 300, "ring_timeout_s": 5, "answered_hold_s": 2 });
-    if let (Some(base), Some(over)) = (cb.as_object_mut(), callback.as_object()) {
-        for (key, v) in over {
-            base.insert(key.clone(), v.clone());
-        }
-    }
-    let pbx = k.sip_uri();
-    json!({
-        "trunks": {
-            "user": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
-                      "aor": "sip:gate-user@127.0.0.1", "auth_username": "gate-user",
-                      "password_env": "T_USER_PW", "expires_s": 60 },
-            "admin": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
-                       "aor": "sip:gate-admin@127.0.0.1", "auth_username": "gate-admin",
-                       "password_env": "T_ADMIN_PW", "expires_s": 60 },
-            "originate": { "listen": format!("127.0.0.1:{}", free_port()), "proxy": pbx,
-                           "from": "sip:gate-out@127.0.0.1", "auth_username": "gate-out",
-                           "password_env": "T_OUT_PW" }
-        },
-        "admins": admins,
-        "security": { "digest_algorithms": ["MD5"] },
-        "callback": cb,
-        "modem": { "connect_timeout_s": 2 }
-    })
-}
-
-/// Kamailio and a started gate whose admin trunk is registered.
-fn pbx_and_gate(callback: Value) -> (Kamailio, Gate) {
-    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
-    let gate = Gate::start(dialplan(&k, callback), ENV).expect("dialback starts");
-    assert!(
-        k.wait_registered("gate-admin", Duration::from_secs(10)),
-        "{}",
-        gate.log()
-    );
-    (k, gate)
-}
-
-/// A SIPp phone running `scenario`, registered at Kamailio as `user`.
-fn phone(k: &Kamailio, sipp: Sipp, user: &str, password: &str) -> SippRun {
-    let run = sipp.serve().expect("phone starts");
-    uac::register(&Register::new(
-        k.sip_addr(),
-        user,
-        password,
-        &format!("sip:{user}@127.0.0.1:{}", run.port()),
-    ))
-    .expect("phone registers");
-    run
-}
-
-static MESSAGE_SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// The administrator's MESSAGE through the PBX to the gate's admin trunk; sipsak answers the
-/// gate's 401 with the admin's digest password. A fresh Call-ID each time. Returns sipsak's
-/// exit code (0 iff a 2xx came back).
-fn maintain(k: &Kamailio, (user, password, body): (&str, &str, &str)) -> Option<i32> {
-    let mut file = tempfile::NamedTempFile::new().expect("temp");
-    let to = k.sip_addr();
-    let n = MESSAGE_SEQ.fetch_add(1, Ordering::SeqCst);
-    let pid = std::process::id();
-    write!(
-        file,
-        "MESSAGE sip:gate-admin@{to} SIP/2.0\r\nFrom: <sip:roaming-admin@127.0.0.1>;tag=m{pid}x{n}\r\nTo: <sip:gate-admin@{to}>\r\nCall-ID: policy-{pid}-{n}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    Command::new("sipsak")
-        .arg("-f")
-        .arg(file.path())
-        .arg("-s")
-        .arg(format!("sip:gate-admin@{to}"))
-        .args(["-u", user, "-a", password])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("sipsak runs")
-        .code()
-}
 
 /// Two MESSAGEs sent at the same time, each from its own sipsak.
 fn maintain_at_once(
@@ -170,47 +42,6 @@ fn maintain_at_once(
             tb.join().expect("sipsak thread"),
         )
     })
-}
-
-fn audit_text(gate: &Gate) -> String {
-    std::fs::read_to_string(gate.dir().join("audit.jsonl")).unwrap_or_default()
-}
-
-fn count(events: &[String], event: &str) -> usize {
-    events.iter().filter(|e| *e == event).count()
-}
-
-/// Waits until the audit holds `n` lines `event` (`event:reason`).
-fn wait_for_n(gate: &Gate, event: &str, n: usize, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if count(&gate.audit_events(), event) >= n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn wait_for(gate: &Gate, event: &str, within: Duration) -> bool {
-    wait_for_n(gate, event, 1, within)
-}
-
-/// Neither the audit nor the log holds a password or a PIN.
-fn assert_no_secret(audit: &str, log: &str) {
-    let all = format!("{audit}\n{log}");
-    for secret in SECRETS {
-        assert!(!all.contains(secret), "{secret} leaked");
-    }
-    for pin in PINS {
-        let hits = all.match_indices(pin).filter(|(i, _)| {
-            let before = all[..*i].chars().next_back();
-            let after = all[i + pin.len()..].chars().next();
-            !before.is_some_and(|c| c.is_ascii_alphanumeric())
-                && !after.is_some_and(|c| c.is_ascii_alphanumeric())
-        });
-        assert_eq!(hits.count(), 0, "PIN {pin} leaked");
-    }
 }
 
 fn status_of(text: &str) -> Option<u16> {
@@ -268,7 +99,7 @@ fn redirect_302_is_not_followed_and_fails_as_redirected() {
 
 #[test]
 fn answer_with_diversion_header_is_acked_then_hung_up_and_audited_aborted() {
-    let (k, gate) = pbx_and_gate(json!({ "on_diversion": "abort" }));
+    let (k, gate) = pbx_and_gate(json!({ "callback": { "on_diversion": "abort" } }));
     let phone = phone(
         &k,
         Sipp::scenario("uas_answer_diversion.xml"),
@@ -304,7 +135,7 @@ fn answer_with_diversion_header_is_acked_then_hung_up_and_audited_aborted() {
 
 #[test]
 fn status_181_call_is_being_forwarded_is_cancelled_and_audited_aborted() {
-    let (k, gate) = pbx_and_gate(json!({ "on_diversion": "abort" }));
+    let (k, gate) = pbx_and_gate(json!({ "callback": { "on_diversion": "abort" } }));
     let phone = phone(
         &k,
         Sipp::scenario("uas_forwarded_181.xml"),
@@ -391,7 +222,7 @@ fn two_admins_at_once_get_two_callbacks() {
 
 #[test]
 fn second_trigger_within_the_hour_is_rate_limited() {
-    let (k, gate) = pbx_and_gate(json!({ "max_per_admin_per_hour": 1 }));
+    let (k, gate) = pbx_and_gate(json!({ "callback": { "max_per_admin_per_hour": 1 } }));
     let phone = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
     assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
     assert!(
@@ -426,7 +257,7 @@ fn second_trigger_within_the_hour_is_rate_limited() {
 
 #[test]
 fn inbound_invite_on_the_originate_trunk_during_a_callback_is_refused_and_the_callback_completes() {
-    let (k, gate) = pbx_and_gate(json!({ "answered_hold_s": 4 }));
+    let (k, gate) = pbx_and_gate(json!({ "callback": { "answered_hold_s": 4 } }));
     let phone = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
     // 1003's binding points at the originate trunk, so an INVITE to 1003 reaches it from the
     // proxy's own address.
@@ -617,7 +448,7 @@ fn history_info_phone(k: &Kamailio, history_info: &str) -> SippRun {
 
 #[test]
 fn answer_with_history_info_mapped_to_another_user_is_aborted() {
-    let (k, gate) = pbx_and_gate(json!({ "on_diversion": "abort" }));
+    let (k, gate) = pbx_and_gate(json!({ "callback": { "on_diversion": "abort" } }));
     // RFC 7044 §10.1 "mp": the call was mapped to another user (a diversion).
     let p = history_info_phone(
         &k,
@@ -638,7 +469,7 @@ fn answer_with_history_info_mapped_to_another_user_is_aborted() {
 
 #[test]
 fn answer_with_history_info_of_a_plain_registrar_lookup_is_not_a_diversion() {
-    let (k, gate) = pbx_and_gate(json!({ "on_diversion": "abort" }));
+    let (k, gate) = pbx_and_gate(json!({ "callback": { "on_diversion": "abort" } }));
     let p = history_info_phone(
         &k,
         "<sip:1001@127.0.0.1>;index=1, <sip:phone@127.0.0.1>;index=1.1;rc=1",
@@ -662,4 +493,125 @@ fn answer_with_history_info_of_a_plain_registrar_lookup_is_not_a_diversion() {
         0,
         "{events:?}"
     );
+}
+
+#[test]
+fn answered_callback_without_rtp_is_hung_up_and_audited_rtp_timeout() {
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    // The phone answers and sends no RTP (uas_answer.xml). The modem would give up after
+    // 20 s; the RTP timeout ends the call first.
+    let p = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
+    let mut dp = dialplan(&k, json!({}));
+    dp["modem"]["connect_timeout_s"] = json!(20);
+    dp["media"] = json!({ "rtp_timeout_s": 2 });
+    let gate = Gate::start(dp, ENV).expect("dialback starts");
+    assert!(k.wait_registered("gate-admin", Duration::from_secs(10)));
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "callback.answered", Duration::from_secs(10)),
+        "{:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    let answered = Instant::now();
+    assert!(
+        wait_for(&gate, "session.end:rtp_timeout", Duration::from_secs(10)),
+        "{:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    assert!(answered.elapsed() < Duration::from_secs(8));
+    let outcome = p.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("BYE").len(), 1);
+    let call_id = outcome
+        .received_requests("INVITE")
+        .first()
+        .and_then(|m| support::sipp::header(m, "Call-ID"))
+        .expect("the callback's Call-ID");
+    let log = gate.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no RTP on the callback"))
+        .unwrap_or_else(|| panic!("warn line\n{log}"));
+    assert!(line.contains("WARN") && line.contains(&call_id), "{line}");
+    let events = gate.audit_events();
+    assert_eq!(
+        count(&events, "session.end:modem_training_failed"),
+        0,
+        "{events:?}"
+    );
+}
+
+#[test]
+fn shutdown_while_a_callback_waits_out_its_delay_audits_it_aborted_and_never_dials() {
+    let (k, mut gate) = pbx_and_gate(json!({ "callback": { "delay_ms": 60000 } }));
+    let p = phone(
+        &k,
+        Sipp::scenario("uas_answer.xml").timeout(Duration::from_secs(5)),
+        "1001",
+        "phone-pw",
+    );
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(wait_for(&gate, "signal.ok", Duration::from_secs(5)));
+    assert_eq!(
+        gate.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gate.log()
+    );
+    let events = gate.audit_events();
+    assert_eq!(
+        events,
+        vec![
+            "signal.ok".to_string(),
+            "callback.aborted:shutdown".to_string()
+        ],
+        "{}",
+        gate.log()
+    );
+    let line = audit_text(&gate)
+        .lines()
+        .last()
+        .map(str::to_string)
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&line).expect("audit line is JSON");
+    assert_eq!(v["admin"], "1001");
+    assert_eq!(v["trunk"], "originate");
+    assert!(
+        p.wait().received_requests("INVITE").is_empty(),
+        "never dialled"
+    );
+}
+
+#[test]
+fn shutdown_during_an_answered_callback_hangs_up_and_audits_session_end_shutdown() {
+    let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
+    let p = phone(&k, Sipp::scenario("uas_answer.xml"), "1001", "phone-pw");
+    let mut dp = dialplan(&k, json!({}));
+    dp["modem"]["connect_timeout_s"] = json!(30);
+    let mut gate = Gate::start(dp, ENV).expect("dialback starts");
+    assert!(k.wait_registered("gate-admin", Duration::from_secs(10)));
+    assert_eq!(maintain(&k, ADMIN_1), Some(0), "202\n{}", gate.log());
+    assert!(
+        wait_for(&gate, "callback.answered", Duration::from_secs(10)),
+        "{:?}\n{}",
+        gate.audit_events(),
+        gate.log()
+    );
+    assert_eq!(
+        gate.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gate.log()
+    );
+    let events = gate.audit_events();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("session.end:shutdown"),
+        "{events:?}"
+    );
+    let outcome = p.wait();
+    assert!(outcome.passed(), "{}", outcome.report());
+    assert_eq!(outcome.received_requests("BYE").len(), 1);
 }

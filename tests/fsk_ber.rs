@@ -13,7 +13,7 @@ mod support;
 use dialback::modem::fsk::{FskConfig, FskMode, FskModem};
 use dialback::modem::level;
 use dialback::modem::ModemEvent;
-use support::{Law, Noise};
+use support::{aligned_bit_errors, Law, Noise};
 
 struct Ber {
     bits: u64,
@@ -60,56 +60,6 @@ fn measure(tx_mode: FskMode, rx_mode: FskMode, snr_db: f32, law: Law, n: usize, 
         chars_sent: n,
         chars_got: got.len(),
     }
-}
-
-/// Bit errors after aligning `got` to `sent` (banded edit distance: substitutions cost
-/// their Hamming distance, a lost or extra character costs 8 bits).
-fn aligned_bit_errors(sent: &[u8], got: &[u8]) -> u64 {
-    const BAND: usize = 64;
-    const GAP: u64 = 8;
-    let inf = u64::MAX / 4;
-    let w = 2 * BAND + 1;
-    // row i holds columns j = i - BAND ..= i + BAND.
-    let mut prev = vec![inf; w];
-    let mut cur = vec![inf; w];
-    for (k, c) in prev.iter_mut().enumerate() {
-        if k >= BAND {
-            *c = GAP * (k - BAND) as u64;
-        }
-    }
-    for i in 1..=sent.len() {
-        for k in 0..w {
-            let j = (i + k) as i64 - BAND as i64;
-            cur[k] = inf;
-            if j < 0 || j as usize > got.len() {
-                continue;
-            }
-            let j = j as usize;
-            let mut best = inf;
-            if j == 0 {
-                best = GAP * i as u64;
-            } else {
-                // diagonal: prev row same k
-                let d = (sent[i - 1] ^ got[j - 1]).count_ones() as u64;
-                best = best.min(prev[k].saturating_add(d));
-                // left: same row k-1
-                if k > 0 {
-                    best = best.min(cur[k - 1].saturating_add(GAP));
-                }
-            }
-            // up: prev row k+1 (same j)
-            if k + 1 < w {
-                best = best.min(prev[k + 1].saturating_add(GAP));
-            }
-            cur[k] = best;
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    let k = got.len() as i64 - sent.len() as i64 + BAND as i64;
-    if k < 0 || k as usize >= w {
-        return 8 * sent.len().max(got.len()) as u64;
-    }
-    prev[k as usize]
 }
 
 #[test]

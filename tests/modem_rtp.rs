@@ -30,6 +30,7 @@ async fn pair_with(
         max_rate: Rate::R2400,
         tx_level_dbm0: -13.0,
         jitter: Duration::from_millis(60),
+        rtp_timeout: None,
     };
     let caller = modem_media::spawn(
         a.clone(),

@@ -879,3 +879,46 @@ fn compose_stack_without_docker_registers_the_gate_and_the_admin_phone_which_aut
         support::process::log_tail(&tmp.join("baresip.log"), 20)
     );
 }
+
+/// Every key path of the JSON Schema, as `scripts/dialplan-reference.py` names it.
+fn schema_paths(node: &Value, prefix: &str, out: &mut Vec<String>) {
+    let Some(props) = node.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, child) in props {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        out.push(path.clone());
+        schema_paths(child, &path, out);
+        if let Some(items) = child.get("items") {
+            schema_paths(items, &format!("{path}[]"), out);
+        }
+        if let Some(extra) = child.get("additionalProperties").filter(|v| v.is_object()) {
+            schema_paths(extra, &format!("{path}.*"), out);
+        }
+    }
+}
+
+#[test]
+fn dialplan_reference_lists_every_key_of_the_schema() {
+    let schema: Value = serde_json::from_str(&read("dialplans/dialplan.schema.json")).unwrap();
+    let reference = read("dialplans/REFERENCE.md");
+    let mut paths = Vec::new();
+    schema_paths(&schema, "", &mut paths);
+    assert!(
+        paths.len() > 50,
+        "schema walk found only {} keys",
+        paths.len()
+    );
+    let missing: Vec<&String> = paths
+        .iter()
+        .filter(|p| !reference.contains(&format!("| `{p}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "dialplans/REFERENCE.md is stale (run python3 scripts/dialplan-reference.py); missing: {missing:?}"
+    );
+}

@@ -55,6 +55,12 @@ pub enum ConfigError {
 pub enum Problem {
     #[error("{value:?} is not a socket address (IPv4:port or [IPv6]:port)")]
     NotSocketAddr { value: String },
+    #[error(
+        "{addr} is a wildcard address: set advertise to the address the PBX reaches this trunk at"
+    )]
+    WildcardNeedsAdvertise { addr: String },
+    #[error("advertise {addr} must be a concrete address, not a wildcard")]
+    WildcardAdvertise { addr: String },
     #[error("listen address {addr} is also used by {other}")]
     DuplicateListen { addr: String, other: String },
     #[error("{value:?} is not a valid URI: {reason}")]
@@ -119,6 +125,8 @@ pub enum Problem {
     PromptUnreadable { path: PathBuf, reason: String },
     #[error("prompt {} is not usable: {reason}", path.display())]
     PromptFormat { path: PathBuf, reason: WavError },
+    #[error("prompt name {name:?} is not one of {}", crate::config::PROMPT_NAMES.join(", "))]
+    UnknownPromptName { name: String },
 }
 
 /// Something accepted but worth telling the operator about.

@@ -69,6 +69,10 @@ pub enum Transport {
 pub struct RegisteringTrunk {
     /// Local socket address, `IPv4:port` or `[IPv6]:port`. Required; distinct across trunks.
     pub listen: SocketAddr,
+    /// The address the PBX reaches this trunk at, put in Via sent-by, Contact and SDP `c=`
+    /// (RFC 3261 §18.2.1, §8.1.1.8; RFC 4566 §5.7). Default: `listen`, which must then not
+    /// be a wildcard address.
+    pub advertise: SocketAddr,
     /// Default: `udp`.
     pub transport: Transport,
     /// Registrar URI; required when `register` is true.
@@ -92,6 +96,8 @@ pub struct RegisteringTrunk {
 pub struct OriginateTrunk {
     /// Local socket address. Required; distinct across trunks.
     pub listen: SocketAddr,
+    /// The address the proxy reaches this trunk at (Via, Contact, SDP). Default: `listen`.
+    pub advertise: SocketAddr,
     /// Default: `udp`.
     pub transport: Transport,
     /// Proxy every callback INVITE is sent to. Required.
@@ -310,6 +316,19 @@ pub struct Audit {
     pub fsync: bool,
 }
 
+/// The prompt names `media.prompts` may use; each replaces one tone cue of the maintenance
+/// call (see `runtime::prompts` for when each plays).
+pub const PROMPT_NAMES: [&str; 8] = [
+    "welcome",
+    "enter_id",
+    "enter_pin",
+    "enter_signal",
+    "enter_digit",
+    "ok",
+    "error",
+    "goodbye",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Media {
     /// Inclusive RTP port range `[low, high]`. Default `[20000, 20999]`; low even, low < high.
@@ -328,7 +347,8 @@ pub struct Media {
     pub inter_digit_timeout_s: u32,
     /// Most digits collected per prompt. Default 32, 1..=256.
     pub max_digits: u32,
-    /// Prompt name to WAV path (8 kHz mono PCM16 or G.711). Default: none.
+    /// Prompt name (one of [`PROMPT_NAMES`]) to WAV path (8 kHz mono PCM16 or G.711).
+    /// Default: none.
     pub prompts: BTreeMap<String, PathBuf>,
 }
 

@@ -46,6 +46,7 @@ pub(crate) struct RawTrunks {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRegisteringTrunk {
     pub listen: String,
+    pub advertise: Option<String>,
     #[serde(default)]
     pub transport: Transport,
     pub registrar: Option<String>,
@@ -65,6 +66,7 @@ pub(crate) struct RawRegisteringTrunk {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawOriginateTrunk {
     pub listen: String,
+    pub advertise: Option<String>,
     #[serde(default)]
     pub transport: Transport,
     pub proxy: String,

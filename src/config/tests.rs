@@ -591,6 +591,48 @@ fn trunk_listen_addresses_must_be_distinct() {
 }
 
 #[test]
+fn wildcard_listen_needs_an_advertised_address() {
+    let v = set(minimal(), "/trunks/user/listen", json!("0.0.0.0:5070"));
+    assert_rejected_at(
+        &v,
+        "$.trunks.user.listen",
+        "0.0.0.0:5070 is a wildcard address: set advertise",
+    );
+    let v = set(minimal(), "/trunks/originate/listen", json!("[::]:5072"));
+    assert_rejected_at(&v, "$.trunks.originate.listen", "is a wildcard address");
+    let v = set(
+        set(minimal(), "/trunks/user/listen", json!("0.0.0.0:5070")),
+        "/trunks/user/advertise",
+        json!("192.0.2.10:5070"),
+    );
+    let loaded = parse_value(&v).expect("advertise makes a wildcard listen usable");
+    let user = &loaded.dialplan.trunks.user;
+    assert_eq!(user.listen.to_string(), "0.0.0.0:5070");
+    assert_eq!(user.advertise.to_string(), "192.0.2.10:5070");
+    // Without advertise, the listen address is what others are told.
+    assert_eq!(
+        loaded.dialplan.trunks.admin.advertise,
+        loaded.dialplan.trunks.admin.listen
+    );
+}
+
+#[test]
+fn advertise_must_be_a_concrete_socket_address() {
+    let v = set(minimal(), "/trunks/admin/advertise", json!("0.0.0.0:5071"));
+    assert_rejected_at(&v, "$.trunks.admin.advertise", "not a wildcard");
+    let v = set(
+        minimal(),
+        "/trunks/originate/advertise",
+        json!("gate.example"),
+    );
+    assert_rejected_at(
+        &v,
+        "$.trunks.originate.advertise",
+        "is not a socket address",
+    );
+}
+
+#[test]
 fn listen_must_be_a_socket_address() {
     for bad in ["localhost:5070", "127.0.0.1", "::1:5070"] {
         let v = set(minimal(), "/trunks/admin/listen", json!(bad));
@@ -985,6 +1027,14 @@ fn numeric_limits_are_range_checked() {
     assert_rejected_at(&v, "$.media.rtp_ports", "below high port");
     let v = set(minimal(), "/security/realm", json!(""));
     assert_rejected_at(&v, "$.security.realm", "must not be empty");
+    // The default DTMF signal `*62468246*{digit}#` is 12 keys: max_digits must admit it.
+    let v = set(minimal(), "/media/max_digits", json!(11));
+    assert_rejected_at(
+        &v,
+        "$.media.max_digits",
+        "11 must not be below the keys of signal.dtmf (12)",
+    );
+    assert!(parse_value(&set(minimal(), "/media/max_digits", json!(12))).is_ok());
 }
 
 #[test]
@@ -992,7 +1042,7 @@ fn prompts_must_exist_and_be_8khz_mono_pcm_or_g711() {
     let v = set(
         minimal(),
         "/media/prompts",
-        json!({ "welcome": "p/welcome.wav", "bye": "p/bye.wav", "gone": "p/gone.wav" }),
+        json!({ "welcome": "p/welcome.wav", "goodbye": "p/bye.wav", "error": "p/gone.wav", "hello": "p/welcome.wav" }),
     );
     let text = serde_json::to_string(&v).unwrap();
     let read_bytes = |p: &Path| match p.to_str() {
@@ -1013,11 +1063,18 @@ fn prompts_must_exist_and_be_8khz_mono_pcm_or_g711() {
     assert_eq!(
         lines,
         vec![
-            "conf/dp.json: at $.media.prompts.bye: prompt conf/p/bye.wav is not usable: 2 channels; need mono",
-            "conf/dp.json: at $.media.prompts.gone: prompt conf/p/gone.wav cannot be read: No such file",
+            "conf/dp.json: at $.media.prompts.error: prompt conf/p/gone.wav cannot be read: No such file",
+            "conf/dp.json: at $.media.prompts.goodbye: prompt conf/p/bye.wav is not usable: 2 channels; need mono",
+            "conf/dp.json: at $.media.prompts.hello: prompt name \"hello\" is not one of welcome, enter_id, enter_pin, enter_signal, enter_digit, ok, error, goodbye",
         ]
     );
     // `parse` resolves prompt paths without opening them.
+    let v = set(
+        minimal(),
+        "/media/prompts",
+        json!({ "welcome": "p/welcome.wav", "goodbye": "p/bye.wav" }),
+    );
+    let text = serde_json::to_string(&v).unwrap();
     let dp = parse_str(&text).unwrap().dialplan;
     assert_eq!(dp.media.prompts["welcome"], Path::new("conf/p/welcome.wav"));
 }
@@ -1106,7 +1163,7 @@ fn load_reads_password_files_and_prompts_relative_to_the_dialplan() {
     let v = set(
         minimal(),
         "/media/prompts",
-        json!({ "hello": "prompts/hello.wav" }),
+        json!({ "welcome": "prompts/hello.wav" }),
     );
     let mut v = set(v, "/trunks/originate/password_file", json!("out.secret"));
     // `load` sees the real environment, so use no password_env here.
@@ -1123,7 +1180,7 @@ fn load_reads_password_files_and_prompts_relative_to_the_dialplan() {
         Some("from-file")
     );
     assert_eq!(
-        dp.media.prompts["hello"],
+        dp.media.prompts["welcome"],
         dir.path().join("prompts/hello.wav")
     );
 

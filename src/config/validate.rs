@@ -55,6 +55,25 @@ impl Validator<'_> {
             fsync: raw.audit.fsync,
         };
         let media = self.media(raw.media);
+        if let Some(signal) = &signal {
+            // The call flow caps every entry at max_digits keys: the DTMF signal must fit.
+            let keys = signal.dtmf.prefix.chars().count()
+                + signal
+                    .dtmf
+                    .suffix
+                    .as_ref()
+                    .map_or(0, |s| 1 + s.chars().count());
+            if (media.max_digits as usize) < keys {
+                self.err(
+                    "$.media.max_digits",
+                    Problem::BelowOther {
+                        value: i64::from(media.max_digits),
+                        other: "the keys of signal.dtmf",
+                        min: keys as i64,
+                    },
+                );
+            }
+        }
         let modem = self.modem(raw.modem);
         if !self.errors.is_empty() {
             return None;
@@ -138,6 +157,46 @@ impl Validator<'_> {
             .ok()
     }
 
+    /// The address a trunk puts in Via, Contact and SDP: `advertise` when given (never a
+    /// wildcard), else `listen`, which then must not be a wildcard either — `0.0.0.0` in a
+    /// Contact or `c=` line is unreachable (RFC 3264 §8.4 even reads it as hold).
+    fn advertise(
+        &mut self,
+        name: &str,
+        listen: Option<SocketAddr>,
+        raw: Option<&str>,
+    ) -> Option<SocketAddr> {
+        let path = format!("$.{name}.advertise");
+        match raw {
+            Some(value) => {
+                let addr = self.socket_addr(&path, value)?;
+                if addr.ip().is_unspecified() {
+                    self.err(
+                        path,
+                        Problem::WildcardAdvertise {
+                            addr: addr.to_string(),
+                        },
+                    );
+                    return None;
+                }
+                Some(addr)
+            }
+            None => {
+                let listen = listen?;
+                if listen.ip().is_unspecified() {
+                    self.err(
+                        format!("$.{name}.listen"),
+                        Problem::WildcardNeedsAdvertise {
+                            addr: listen.to_string(),
+                        },
+                    );
+                    return None;
+                }
+                Some(listen)
+            }
+        }
+    }
+
     fn non_empty(&mut self, path: &str, value: &str) {
         if value.trim().is_empty() {
             self.err(path, Problem::Empty);
@@ -192,6 +251,7 @@ impl Validator<'_> {
     ) -> Option<RegisteringTrunk> {
         let p = |f: &str| format!("$.{name}.{f}");
         let listen = self.socket_addr(&p("listen"), &raw.listen);
+        let advertise = self.advertise(name, listen, raw.advertise.as_deref());
         let registrar = match &raw.registrar {
             Some(r) => self.sip_uri(&p("registrar"), r).map(Some),
             None if raw.register => {
@@ -228,6 +288,7 @@ impl Validator<'_> {
         );
         Some(RegisteringTrunk {
             listen: listen?,
+            advertise: advertise?,
             transport: raw.transport,
             registrar: registrar?,
             outbound_proxy: outbound_proxy?,
@@ -243,6 +304,7 @@ impl Validator<'_> {
         let name = "trunks.originate";
         let p = |f: &str| format!("$.{name}.{f}");
         let listen = self.socket_addr(&p("listen"), &raw.listen);
+        let advertise = self.advertise(name, listen, raw.advertise.as_deref());
         let proxy = self.sip_uri(&p("proxy"), &raw.proxy);
         let from = self.sip_uri(&p("from"), &raw.from);
         let password = self.password(
@@ -276,6 +338,7 @@ impl Validator<'_> {
         }
         Some(OriginateTrunk {
             listen: listen?,
+            advertise: advertise?,
             transport: raw.transport,
             proxy: proxy?,
             from: from?,
@@ -729,6 +792,12 @@ impl Validator<'_> {
         let mut prompts = BTreeMap::new();
         for (name, file) in raw.prompts {
             let path = format!("$.media.prompts.{name}");
+            if !PROMPT_NAMES.contains(&name.as_str()) {
+                self.err(
+                    path.clone(),
+                    Problem::UnknownPromptName { name: name.clone() },
+                );
+            }
             self.non_empty(&path, &file);
             let resolved = self.resolve(&file);
             if let Some(read_bytes) = self.read_bytes {

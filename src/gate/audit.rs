@@ -139,6 +139,8 @@ pub enum Reason {
     DurationLimit,
     Shutdown,
     NotOurDialog,
+    /// No RTP arrived for `media.rtp_timeout_s` (issue 3 point 2).
+    RtpTimeout,
 }
 
 impl From<DenyReason> for Reason {

@@ -27,6 +27,8 @@ pub const MAX_DIGITS_PER_CALL: usize = 128;
 pub const FIRST_DIGIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default wait between digits.
 pub const INTER_DIGIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default cap on the keys of one entry (the dialplan's `media.max_digits` default).
+pub const MAX_DIGITS_PER_PROMPT: usize = 32;
 
 /// What a MESSAGE body is, as a start signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,11 +136,24 @@ impl MessageSignals {
     }
 }
 
+/// The item a prompt asks for. It follows only from the flow's stage, never from what was
+/// keyed, so it tells the caller nothing about the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// The administrator ID (the call's first prompt, and again after an error).
+    Id,
+    Pin,
+    /// The DTMF start signal.
+    Signal,
+    /// \[0031\] variant: the recognition digit on its own.
+    Digit,
+}
+
 /// An audio cue to play. The same [`Cue::Error`] follows every kind of failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cue {
     /// Enter the next item.
-    Prompt,
+    Prompt(Item),
     /// Accepted: the callback follows.
     Ok,
     Error,
@@ -175,6 +190,9 @@ pub struct FlowConfig {
     pub tries_per_call: u32,
     pub pattern: SignalPattern,
     pub separate_digit: bool,
+    /// Most keys in one entry (ID, PIN or signal, `#` included); one more fails the try
+    /// (ID/PIN) or ends the signal unmatched. The dialplan's `media.max_digits`.
+    pub max_digits_per_prompt: usize,
 }
 
 impl FlowConfig {
@@ -186,6 +204,7 @@ impl FlowConfig {
             tries_per_call: policy.security().tries_per_call(),
             pattern: policy.signal().dtmf().clone(),
             separate_digit: policy.signal().separate_digit(),
+            max_digits_per_prompt: MAX_DIGITS_PER_PROMPT,
         }
     }
 }
@@ -217,6 +236,8 @@ pub struct CallFlow {
     deadline: Option<Instant>,
     failures: u32,
     total_digits: usize,
+    /// Keys of the current entry, `#` included.
+    entry_digits: usize,
     actions: VecDeque<Action>,
 }
 
@@ -233,6 +254,7 @@ impl CallFlow {
             deadline: None,
             failures: 0,
             total_digits: 0,
+            entry_digits: 0,
             actions: VecDeque::new(),
         };
         flow.enter(Stage::Id, now);
@@ -253,6 +275,15 @@ impl CallFlow {
             return;
         }
         self.deadline = Some(deadline_after(now, self.cfg.inter_digit_timeout));
+        self.entry_digits += 1;
+        if self.entry_digits > self.cfg.max_digits_per_prompt {
+            match self.stage {
+                Stage::Id | Stage::Pin => self.fail(now),
+                // Credentials were entered: submit so that they are checked and counted.
+                _ => self.submit(now, SignalSeen::Unmatched),
+            }
+            return;
+        }
         match self.stage {
             Stage::Id | Stage::Pin => self.credential_digit(now, digit),
             Stage::Signal => {
@@ -319,6 +350,15 @@ impl CallFlow {
         }
     }
 
+    /// The cues queued so far have finished playing at `now`: when no key of the current
+    /// entry has come yet, the first-digit wait starts again from here, so a long prompt does
+    /// not eat into it.
+    pub fn prompt_played(&mut self, now: Instant) {
+        if self.collecting() && self.entry_digits == 0 {
+            self.deadline = Some(deadline_after(now, self.cfg.first_digit_timeout));
+        }
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -368,8 +408,15 @@ impl CallFlow {
     fn enter(&mut self, stage: Stage, now: Instant) {
         self.stage = stage;
         self.buf.clear();
+        self.entry_digits = 0;
         self.deadline = Some(deadline_after(now, self.cfg.first_digit_timeout));
-        self.actions.push_back(Action::PlayCue(Cue::Prompt));
+        let item = match stage {
+            Stage::Pin => Item::Pin,
+            Stage::Signal => Item::Signal,
+            Stage::SeparateDigit => Item::Digit,
+            Stage::Id | Stage::AwaitDecision | Stage::Done => Item::Id,
+        };
+        self.actions.push_back(Action::PlayCue(Cue::Prompt(item)));
     }
 
     fn submit(&mut self, now: Instant, signal: SignalSeen) {
@@ -574,11 +621,14 @@ mod tests {
     #[test]
     fn happy_path_submits_id_pin_and_digit_then_ends_on_allow() {
         let (mut f, mut t) = flow(false);
-        assert_eq!(drain(&mut f), vec![Action::PlayCue(Cue::Prompt)]);
+        assert_eq!(drain(&mut f), vec![Action::PlayCue(Cue::Prompt(Item::Id))]);
         keys(&mut f, &mut t, "1001#");
-        assert_eq!(drain(&mut f), vec![Action::PlayCue(Cue::Prompt)]);
+        assert_eq!(drain(&mut f), vec![Action::PlayCue(Cue::Prompt(Item::Pin))]);
         keys(&mut f, &mut t, "4321#");
-        assert_eq!(drain(&mut f), vec![Action::PlayCue(Cue::Prompt)]);
+        assert_eq!(
+            drain(&mut f),
+            vec![Action::PlayCue(Cue::Prompt(Item::Signal))]
+        );
         keys(&mut f, &mut t, "*62468246*1#");
         let actions = drain(&mut f);
         let a = submitted(&actions).unwrap();
@@ -606,7 +656,10 @@ mod tests {
             if attempt < 3 {
                 assert_eq!(
                     after,
-                    vec![Action::PlayCue(Cue::Error), Action::PlayCue(Cue::Prompt)]
+                    vec![
+                        Action::PlayCue(Cue::Error),
+                        Action::PlayCue(Cue::Prompt(Item::Id))
+                    ]
                 );
             } else {
                 assert_eq!(
@@ -657,7 +710,10 @@ mod tests {
         f.handle_timeout(t0 + FIRST_DIGIT_TIMEOUT);
         assert_eq!(
             drain(&mut f),
-            vec![Action::PlayCue(Cue::Error), Action::PlayCue(Cue::Prompt)]
+            vec![
+                Action::PlayCue(Cue::Error),
+                Action::PlayCue(Cue::Prompt(Item::Id))
+            ]
         );
         let mut t = t0 + FIRST_DIGIT_TIMEOUT;
         keys(&mut f, &mut t, "10");
@@ -666,7 +722,10 @@ mod tests {
         f.handle_timeout(t);
         assert_eq!(
             drain(&mut f),
-            vec![Action::PlayCue(Cue::Error), Action::PlayCue(Cue::Prompt)]
+            vec![
+                Action::PlayCue(Cue::Error),
+                Action::PlayCue(Cue::Prompt(Item::Id))
+            ]
         );
         // Third try: time out during the signal; the credentials are still submitted.
         keys(&mut f, &mut t, "1001#4321#*62");
@@ -686,15 +745,18 @@ mod tests {
         keys(&mut f, &mut t, &"1".repeat(MAX_ID_DIGITS + 1));
         assert_eq!(
             drain(&mut f),
-            vec![Action::PlayCue(Cue::Error), Action::PlayCue(Cue::Prompt)]
+            vec![
+                Action::PlayCue(Cue::Error),
+                Action::PlayCue(Cue::Prompt(Item::Id))
+            ]
         );
         keys(&mut f, &mut t, "1001#*");
         assert_eq!(
             drain(&mut f),
             vec![
-                Action::PlayCue(Cue::Prompt),
+                Action::PlayCue(Cue::Prompt(Item::Pin)),
                 Action::PlayCue(Cue::Error),
-                Action::PlayCue(Cue::Prompt)
+                Action::PlayCue(Cue::Prompt(Item::Id))
             ]
         );
     }
@@ -722,12 +784,82 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_longer_than_max_digits_fails_the_try_or_ends_the_signal() {
+        let (mut f, mut t) = flow(false);
+        f.cfg.max_digits_per_prompt = 4;
+        drain(&mut f);
+        // Four keys (`#` included) are an entry; a fifth fails the try, before any `#`.
+        keys(&mut f, &mut t, "100#");
+        assert_eq!(drain(&mut f), vec![Action::PlayCue(Cue::Prompt(Item::Pin))]);
+        f = flow(false).0;
+        f.cfg.max_digits_per_prompt = 4;
+        drain(&mut f);
+        keys(&mut f, &mut t, "1001");
+        assert_eq!(drain(&mut f), vec![]);
+        keys(&mut f, &mut t, "#");
+        assert_eq!(
+            drain(&mut f),
+            vec![
+                Action::PlayCue(Cue::Error),
+                Action::PlayCue(Cue::Prompt(Item::Id))
+            ]
+        );
+        // The count starts again at each prompt; a signal longer than the cap is submitted
+        // unmatched, so the credentials are still checked and counted.
+        let (mut f, mut t) = flow(false);
+        f.cfg.max_digits_per_prompt = 12;
+        keys(&mut f, &mut t, "1001#4321#");
+        drain(&mut f);
+        keys(&mut f, &mut t, "*62468246*1#");
+        let actions = drain(&mut f);
+        assert_eq!(
+            submitted(&actions).unwrap().signal,
+            SignalSeen::Matched(AdminDigit::new(1).unwrap())
+        );
+        let (mut f, mut t) = flow(false);
+        f.cfg.max_digits_per_prompt = 11;
+        keys(&mut f, &mut t, "1001#4321#*62468246*1#");
+        let actions = drain(&mut f);
+        assert_eq!(submitted(&actions).unwrap().signal, SignalSeen::Unmatched);
+    }
+
+    #[test]
+    fn first_digit_wait_restarts_when_the_prompt_has_played() {
+        let (mut f, t0) = flow(false);
+        drain(&mut f);
+        let played = t0 + Duration::from_secs(4);
+        f.prompt_played(played);
+        assert_eq!(f.poll_timeout(), Some(played + FIRST_DIGIT_TIMEOUT));
+        f.handle_timeout(t0 + FIRST_DIGIT_TIMEOUT);
+        assert_eq!(drain(&mut f), vec![]);
+        // Once a key of the entry came, the inter-digit wait stands.
+        let mut t = played;
+        keys(&mut f, &mut t, "1");
+        f.prompt_played(t + Duration::from_secs(1));
+        assert_eq!(f.poll_timeout(), Some(t + INTER_DIGIT_TIMEOUT));
+        // Nothing to wait for while the attempt is being decided.
+        keys(&mut f, &mut t, "001#4321#*62468246*1#");
+        drain(&mut f);
+        f.prompt_played(t);
+        assert_eq!(f.poll_timeout(), None);
+    }
+
+    #[test]
+    fn default_entry_cap_is_the_dialplan_default() {
+        let (f, _) = flow(false);
+        assert_eq!(f.cfg.max_digits_per_prompt, MAX_DIGITS_PER_PROMPT);
+    }
+
+    #[test]
     fn separate_digit_variant_prompts_for_the_digit() {
         let (mut f, mut t) = flow(true);
         keys(&mut f, &mut t, "1001#4321#");
         drain(&mut f);
         keys(&mut f, &mut t, "*62468246*#");
-        assert_eq!(drain(&mut f), vec![Action::PlayCue(Cue::Prompt)]);
+        assert_eq!(
+            drain(&mut f),
+            vec![Action::PlayCue(Cue::Prompt(Item::Digit))]
+        );
         keys(&mut f, &mut t, "1#");
         let actions = drain(&mut f);
         assert_eq!(

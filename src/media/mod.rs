@@ -8,6 +8,7 @@
 //! |-----------|-------------------------------------------------------------------|-------------------------|
 //! | `g711`    | μ-law / A-law encode and decode                                   | ITU-T G.711             |
 //! | `rtp`     | RTP header parse/build, `Ssrc`, sequence/timestamp extension      | RFC 3550, RFC 5761 §4   |
+//! | `admit`   | which datagrams on a media port are the call's: latching, drop counts | RFC 7362 §4, RFC 4961 |
 //! | `jitter`  | fixed-delay playout buffer producing 20 ms frames, inactivity     | RFC 3550 §6.4.1, A.1    |
 //! | `rfc4733` | telephone-event payload, receiver state machine, sender           | RFC 4733                |
 //! | `info`    | SIP INFO DTMF bodies (`application/dtmf-relay`, `application/dtmf`) | de-facto (Cisco/SIP Forum) |
@@ -16,6 +17,7 @@
 //! | `inband`  | in-band DTMF receiver (Goertzel, talk-off guards)                 | ITU-T Q.23, Q.24        |
 //! | `prompt`  | WAV prompts (8 kHz mono PCM or G.711) as samples                  | RIFF/WAVE               |
 
+pub mod admit;
 pub mod dtmf;
 pub mod g711;
 pub mod inband;

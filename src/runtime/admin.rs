@@ -56,6 +56,8 @@ const KEY_MS: u32 = 100;
 const GAP_MS: u32 = 120;
 /// After the last key: how long the gate may take to check and hang up before we do.
 const GATE_HANGUP_WITHIN: Duration = Duration::from_secs(8);
+/// No RTP from the gate for this long ends the session (`LineEvent::RtpTimeout`).
+const RTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Level of our in-band keys (low group; the high group is 2 dB louder).
 const INBAND_LEVEL_DBM0: f64 = -8.0;
 
@@ -1129,6 +1131,8 @@ pub fn start_modem(
             max_rate,
             tx_level_dbm0: -13.0,
             jitter: Duration::from_millis(60),
+            // A gate whose RTP stops has gone: the session ends as on carrier loss.
+            rtp_timeout: Some(RTP_TIMEOUT),
         },
     )
     .map_err(|e| AdminError::Answer {

@@ -6,6 +6,11 @@
 //!
 //! Until the modem is wired in, an answered callback runs media (G.711 silence, 20 ms packets,
 //! received RTP counted and dropped) for `callback.answered_hold_s` and is then hung up.
+//!
+//! An answered callback on which no RTP arrives for `media.rtp_timeout_s` is hung up and
+//! audited `session.end:rtp_timeout`. A callback still waiting out its delay when the gate
+//! shuts down is never dialled and is audited `callback.aborted:shutdown`; one answered then
+//! ends as `session.end:shutdown`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,10 +56,14 @@ pub struct CallbackSettings {
     pub answered_hold: Duration,
     /// Local address for RTP and the port range to bind in.
     pub rtp_ip: IpAddr,
+    /// The address put in the SDP `c=` line (the trunk's `advertise`).
+    pub sdp_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     /// The modem and console session on answer; `None` holds the line with silence instead.
     pub session: Option<SessionSettings>,
     pub jitter: Duration,
+    /// `media.rtp_timeout_s`: an answered callback with no RTP for this long is ended.
+    pub rtp_timeout: Duration,
     /// The dialplan's modem section (the runtime builds `session` from it and the gate).
     pub modem: crate::config::Modem,
 }
@@ -80,6 +89,8 @@ enum Phase {
         media: Option<Media>,
         hangup_at: Option<Instant>,
     },
+    /// Never dialled (shutdown): audit `callback.aborted` with this reason, then done.
+    Aborted(Reason),
     Done,
 }
 
@@ -132,12 +143,23 @@ impl Callbacks {
         self.session_done_rx.take()
     }
 
-    /// A session ended: hang the callback up now.
+    /// A session ended (or its media saw no RTP): hang the callback up now.
     pub fn session_done(&mut self, now: Instant, key: u64, reason: Reason) {
         for a in &mut self.active {
             if a.key == key {
                 a.session_end = Some(reason);
-                if let Phase::Calling { hangup_at, .. } = &mut a.phase {
+                if let Phase::Calling {
+                    hangup_at, call, ..
+                } = &mut a.phase
+                {
+                    if reason == Reason::RtpTimeout {
+                        warn!(
+                            call_id = call.call_id(),
+                            admin = %a.order.admin.as_str(),
+                            timeout_s = self.settings.rtp_timeout.as_secs(),
+                            "no RTP on the callback: hanging up"
+                        );
+                    }
                     *hangup_at = Some(now);
                 }
             }
@@ -172,6 +194,7 @@ impl Callbacks {
             .iter()
             .filter_map(|a| match &a.phase {
                 Phase::Waiting(t) => Some(*t),
+                Phase::Aborted(_) => Some(Instant::now()),
                 Phase::Calling {
                     call, hangup_at, ..
                 } => match (call.poll_timeout(), hangup_at) {
@@ -207,6 +230,20 @@ impl Callbacks {
                     let phase = self.place(now, ep, &admin, &number).await;
                     if let Some(a) = self.active.get_mut(i) {
                         a.phase = phase;
+                    }
+                }
+                Phase::Aborted(reason) => {
+                    let (admin, reason) = (a.order.admin.clone(), *reason);
+                    info!(admin = %admin.as_str(), reason = ?reason, "callback aborted before dialling");
+                    record(
+                        &self.audit,
+                        EventCode::CallbackAborted,
+                        &admin,
+                        Some(reason),
+                    )
+                    .await;
+                    if let Some(a) = self.active.get_mut(i) {
+                        a.phase = Phase::Done;
                     }
                 }
                 Phase::Calling {
@@ -245,10 +282,14 @@ impl Callbacks {
     pub fn hangup_all(&mut self, now: Instant, ep: &mut Endpoint) {
         for a in &mut self.active {
             match &mut a.phase {
-                Phase::Calling { call, .. } => call.hangup(now, ep),
-                // Not dialled yet: never dial once shutting down.
-                Phase::Waiting(_) => a.phase = Phase::Done,
-                Phase::Done => {}
+                Phase::Calling { call, .. } => {
+                    // An answered callback's session ends because we stop.
+                    a.session_end.get_or_insert(Reason::Shutdown);
+                    call.hangup(now, ep);
+                }
+                // Not dialled yet: never dial once shutting down; audited by `drive`.
+                Phase::Waiting(_) => a.phase = Phase::Aborted(Reason::Shutdown),
+                Phase::Aborted(_) | Phase::Done => {}
             }
         }
     }
@@ -276,7 +317,7 @@ impl Callbacks {
             }
         };
         let local = LocalMedia {
-            addr: s.rtp_ip,
+            addr: s.sdp_ip,
             rtp_port: port,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,
@@ -294,7 +335,7 @@ impl Callbacks {
             ring_timeout: s.ring_timeout,
             on_diversion: s.on_diversion,
         };
-        let call_id = format!("{}@{}", ep.token(), s.rtp_ip);
+        let call_id = format!("{}@{}", ep.token(), s.sdp_ip);
         let from_tag = ep.token();
         let mut call = OutgoingCall::new(cfg, call_id, from_tag);
         let route = Route {
@@ -362,6 +403,7 @@ impl Callbacks {
                                             law,
                                             neg.payload_type,
                                             self.settings.jitter,
+                                            self.settings.rtp_timeout,
                                             admin.clone(),
                                             ss.clone(),
                                             key,
@@ -373,6 +415,9 @@ impl Callbacks {
                                         neg.remote_addr,
                                         law,
                                         neg.payload_type,
+                                        self.settings.rtp_timeout,
+                                        key,
+                                        self.session_done_tx.clone(),
                                     )),
                                 });
                             }
@@ -504,6 +549,7 @@ fn start_session(
     law: Law,
     pt: u8,
     jitter: Duration,
+    rtp_timeout: Duration,
     admin: AdminId,
     ss: SessionSettings,
     key: u64,
@@ -526,6 +572,7 @@ fn start_session(
         max_rate,
         tx_level_dbm0: f32::from(ss.modem.tx_level_dbm0),
         jitter,
+        rtp_timeout: Some(rtp_timeout),
     };
     tokio::spawn(async move {
         let reason = match modem_media::spawn(socket, params) {
@@ -543,13 +590,24 @@ fn start_session(
     })
 }
 
-/// Send G.711 silence every 20 ms and drain what arrives, until aborted.
-async fn run_media(socket: std::sync::Arc<UdpSocket>, remote: SocketAddr, law: Law, pt: u8) {
+/// Send G.711 silence every 20 ms and drain what arrives, until aborted; report `key` once
+/// when no RTP arrived for `rtp_timeout`.
+async fn run_media(
+    socket: std::sync::Arc<UdpSocket>,
+    remote: SocketAddr,
+    law: Law,
+    pt: u8,
+    rtp_timeout: Duration,
+    key: u64,
+    done: mpsc::Sender<(u64, Reason)>,
+) {
     let mut stream = RtpSendStream::new(Ssrc(rand::random()), pt, rand::random(), rand::random());
     let payload = [law.silence(); 160];
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut buf = vec![0u8; 2048];
     let (mut sent, mut received) = (0u64, 0u64);
+    let mut last_rtp = Instant::now();
+    let mut timed_out = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -563,10 +621,17 @@ async fn run_media(socket: std::sync::Arc<UdpSocket>, remote: SocketAddr, law: L
                 if sent % 500 == 0 {
                     tracing::debug!(sent, received, "callback media");
                 }
+                if !timed_out && last_rtp.elapsed() >= rtp_timeout {
+                    timed_out = true;
+                    let _ = done.send((key, Reason::RtpTimeout)).await;
+                }
             }
             r = socket.recv_from(&mut buf) => {
-                if r.is_ok() {
-                    received += 1;
+                if let Ok((n, _)) = r {
+                    if matches!(crate::media::rtp::parse(buf.get(..n).unwrap_or(&[])), Ok(crate::media::rtp::Datagram::Rtp(_))) {
+                        received += 1;
+                        last_rtp = Instant::now();
+                    }
                 }
             }
         }

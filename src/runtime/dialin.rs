@@ -714,7 +714,9 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
                     }
                 }
                 Some(LineEvent::Connected { .. }) => {}
-                Some(LineEvent::CarrierLost) | None => break "carrier lost",
+                Some(LineEvent::CarrierLost) => break "carrier lost",
+                Some(_) => break "no RTP from the gate",
+                None => break "modem stopped",
             },
             by_gate = active.ended() => {
                 break if by_gate { "the gate hung up" } else { "call ended" };

@@ -33,6 +33,7 @@ use crate::gate::{GateError, WallTime};
 use crate::runtime::audit::AuditLog;
 use crate::runtime::callback::CallbackOrder;
 use crate::runtime::state;
+use crate::sip::build::Extras;
 use crate::sip::endpoint::TrunkKind;
 use crate::sip::transaction::ServerTxnId;
 
@@ -294,15 +295,8 @@ impl Gate {
             _ => &self.routes.admin,
         };
         if !route.message {
-            let r = match &route.otherwise {
-                Otherwise::Reject(code) => reply(*code, reason_for(*code), vec![]),
-                Otherwise::Redirect(uri) => reply(
-                    302,
-                    "Moved Temporarily",
-                    vec![("Contact", format!("<{uri}>"))],
-                ),
-            };
-            return (r, None);
+            let (code, reason, extras) = otherwise_answer(&route.otherwise);
+            return (reply(code, reason, extras.headers), None);
         }
         let now = wall_now();
         let request_uri = digest_uri(req.authorization.as_deref(), &req.request_uri);
@@ -366,6 +360,22 @@ fn digest_uri(authorization: Option<&str>, received: &str) -> String {
     match claimed {
         Some(uri) if uri != received && user(&uri).is_some() && user(&uri) == user(received) => uri,
         _ => received.to_string(),
+    }
+}
+
+/// The answer to a request the route does not admit (`routes.*.otherwise`): the configured
+/// 4xx/6xx, or a 302 to the configured URI (RFC 3261 §21.3.3). MESSAGEs and calls get the same.
+pub fn otherwise_answer(otherwise: &Otherwise) -> (u16, &'static str, Extras<'static>) {
+    match otherwise {
+        Otherwise::Reject(code) => (*code, reason_for(*code), Extras::default()),
+        Otherwise::Redirect(uri) => (
+            302,
+            "Moved Temporarily",
+            Extras {
+                headers: vec![("Contact", format!("<{uri}>"))],
+                body: None,
+            },
+        ),
     }
 }
 

@@ -1,36 +1,40 @@
-//! Calls to the user and admin trunks (issue 4 flow 2): answer, prompt with tone cues, read
-//! ID `#`, PIN `#` and the DTMF start signal through the pure [`CallFlow`], hand the attempt
-//! to the gate actor, play the same cue whatever the decision, and hang up. The callback, if
-//! allowed, follows on the originate trunk after `callback.delay_ms`.
+//! Calls to the user and admin trunks (issue 4 flow 2): answer, prompt with the dialplan's WAV
+//! prompts or tone cues ([`PromptSet`]), read ID `#`, PIN `#` and the DTMF start signal
+//! through the pure [`CallFlow`], hand the attempt to the gate actor, play the same cue
+//! whatever the decision, and hang up once it has played. The callback, if allowed, follows
+//! on the originate trunk after `callback.delay_ms`. A call on which no RTP arrives for
+//! `media.rtp_timeout_s` is hung up (issue 3 point 2).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::gate::decide::Decision;
-use crate::gate::signal::{Action, CallFlow, Cue as FlowCue, FlowConfig};
+use crate::gate::signal::{Action, CallFlow, FlowConfig};
 use crate::media::g711::Law;
 use crate::media::inband::InbandConfig;
-use crate::media::tones::Cue;
-use crate::runtime::call_media::{self, CallMedia, MediaCmd, MediaParams};
+use crate::runtime::call_media::{self, CallMedia, MediaCmd, MediaEvent, MediaParams};
 use crate::runtime::gate::DtmfRequest;
+use crate::runtime::prompts::{PromptSet, Sound};
 use crate::sdp::{Codec, LocalMedia};
 use crate::sip::endpoint::{Endpoint, Event, TrunkKind};
 use crate::sip::incall::{IncomingCall, IncomingEvent};
 use crate::sip::message::Message;
 use crate::sip::transaction::{Route, ServerTxnId};
 
-/// Time for the goodbye cue (two 120 ms tones) to play out before the BYE.
-const GOODBYE_PLAYOUT: std::time::Duration = std::time::Duration::from_millis(600);
+/// Margin after the last sound's computed end before the BYE (the peer's jitter buffer).
+const PLAYOUT_MARGIN: Duration = Duration::from_millis(300);
+/// Longest wait for queued sounds to play out before the BYE.
+const MAX_PLAYOUT_WAIT: Duration = Duration::from_secs(20);
 
 /// Most simultaneous inbound maintenance calls per trunk.
 const MAX_CALLS: usize = 16;
 
-/// Keys from the calls' media, tagged with the call's key.
-pub type KeyReceiver = mpsc::Receiver<(u64, char)>;
+/// Keys and RTP timeouts from the calls' media, tagged with the call's key.
+pub type KeyReceiver = mpsc::Receiver<(u64, MediaEvent)>;
 /// Gate decisions, tagged with the call's key.
 pub type DecisionReceiver = mpsc::Receiver<(u64, Decision)>;
 
@@ -39,10 +43,16 @@ pub type DecisionReceiver = mpsc::Receiver<(u64, Decision)>;
 pub struct IncomingSettings {
     pub kind: TrunkKind,
     pub rtp_ip: IpAddr,
+    /// The address put in the SDP `c=` line (the trunk's `advertise`).
+    pub sdp_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub flow: FlowConfig,
     pub inband: InbandConfig,
     pub gate: mpsc::Sender<DtmfRequest>,
+    /// The dialplan's prompts, shared by every call.
+    pub prompts: Arc<PromptSet>,
+    /// `media.rtp_timeout_s`.
+    pub rtp_timeout: Duration,
 }
 
 struct InCall {
@@ -55,6 +65,10 @@ struct InCall {
     waiting: bool,
     /// Hang up once the goodbye cue has played.
     hangup_at: Option<Instant>,
+    /// When what was asked of the media task has played out.
+    playing_until: Instant,
+    /// Tell the flow then that its prompt has played (the first-digit wait starts there).
+    prompt_done_at: Option<Instant>,
 }
 
 /// Inbound maintenance calls on one trunk.
@@ -62,8 +76,8 @@ pub struct IncomingCalls {
     settings: IncomingSettings,
     calls: Vec<InCall>,
     next_key: u64,
-    digits_tx: mpsc::Sender<(u64, char)>,
-    digits_rx: Option<mpsc::Receiver<(u64, char)>>,
+    digits_tx: mpsc::Sender<(u64, MediaEvent)>,
+    digits_rx: Option<mpsc::Receiver<(u64, MediaEvent)>>,
     decisions_tx: mpsc::Sender<(u64, Decision)>,
     decisions_rx: Option<mpsc::Receiver<(u64, Decision)>>,
 }
@@ -120,7 +134,7 @@ impl IncomingCalls {
             return;
         };
         let local = LocalMedia {
-            addr: s.rtp_ip,
+            addr: s.sdp_ip,
             rtp_port: port,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,
@@ -149,6 +163,7 @@ impl IncomingCalls {
                     payload_type: m.payload_type,
                     telephone_event_pt: m.telephone_event_pt,
                     inband: self.settings.inband,
+                    rtp_timeout: self.settings.rtp_timeout,
                 },
                 key,
                 self.digits_tx.clone(),
@@ -164,7 +179,12 @@ impl IncomingCalls {
             tcp: route.conn.is_some(),
             waiting: false,
             hangup_at: None,
+            playing_until: now,
+            prompt_done_at: None,
         };
+        if let Some(welcome) = self.settings.prompts.welcome() {
+            play(&mut c, now, welcome);
+        }
         self.run_actions(now, ep, &mut c);
         self.calls.push(c);
     }
@@ -184,12 +204,25 @@ impl IncomingCalls {
         taken
     }
 
-    /// A key from a call's media.
-    pub fn digit(&mut self, now: Instant, ep: &mut Endpoint, key: u64, d: char) {
+    /// A key or an RTP timeout from a call's media.
+    pub fn media_event(&mut self, now: Instant, ep: &mut Endpoint, key: u64, ev: MediaEvent) {
         if let Some(i) = self.calls.iter().position(|c| c.key == key) {
             let mut c = self.calls.swap_remove(i);
-            c.flow.handle_digit(now, d);
-            self.run_actions(now, ep, &mut c);
+            match ev {
+                MediaEvent::Digit(d) => {
+                    c.flow.handle_digit(now, d);
+                    self.run_actions(now, ep, &mut c);
+                }
+                MediaEvent::RtpTimeout => {
+                    warn!(
+                        call_id = c.call.call_id(),
+                        timeout_s = self.settings.rtp_timeout.as_secs(),
+                        "no RTP on the maintenance call: hanging up"
+                    );
+                    c.hangup_at = None;
+                    c.call.hangup(now, ep);
+                }
+            }
             self.calls.push(c);
         }
         self.after(now, ep);
@@ -216,6 +249,10 @@ impl IncomingCalls {
                 c.call.hangup(now, ep);
             }
             c.call.handle_timeout(now, ep);
+            if c.prompt_done_at.is_some_and(|t| t <= now) {
+                c.prompt_done_at = None;
+                c.flow.prompt_played(now);
+            }
             if c.flow.poll_timeout().is_some_and(|t| t <= now) {
                 c.flow.handle_timeout(now);
             }
@@ -229,7 +266,14 @@ impl IncomingCalls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.calls
             .iter()
-            .flat_map(|c| [c.call.poll_timeout(), c.flow.poll_timeout(), c.hangup_at])
+            .flat_map(|c| {
+                [
+                    c.call.poll_timeout(),
+                    c.flow.poll_timeout(),
+                    c.hangup_at,
+                    c.prompt_done_at,
+                ]
+            })
             .flatten()
             .min()
     }
@@ -249,16 +293,7 @@ impl IncomingCalls {
     fn run_actions(&self, now: Instant, ep: &mut Endpoint, c: &mut InCall) {
         while let Some(a) = c.flow.poll_action() {
             match a {
-                Action::PlayCue(cue) => {
-                    let tone = match cue {
-                        FlowCue::Prompt => Cue::Beep,
-                        FlowCue::Ok | FlowCue::Goodbye => Cue::Confirm,
-                        FlowCue::Error => Cue::Error,
-                    };
-                    if let Some(m) = &c.media {
-                        let _ = m.cmds.try_send(MediaCmd::Play(tone));
-                    }
-                }
+                Action::PlayCue(cue) => play(c, now, self.settings.prompts.sound(cue)),
                 Action::Submit(attempt) => {
                     let (tx, rx) = oneshot::channel();
                     let req = DtmfRequest {
@@ -283,7 +318,10 @@ impl IncomingCalls {
                     }
                 }
                 // Let the goodbye cue be heard before the BYE.
-                Action::Hangup => c.hangup_at = Some(now + GOODBYE_PLAYOUT),
+                Action::Hangup => {
+                    let played = c.playing_until.max(now) + PLAYOUT_MARGIN;
+                    c.hangup_at = Some(played.min(now + MAX_PLAYOUT_WAIT));
+                }
             }
         }
     }
@@ -315,5 +353,17 @@ impl IncomingCalls {
         }
         calls.retain(|c| !c.call.is_finished());
         self.calls = calls;
+    }
+}
+
+/// Queue `sound` on the call's media and account for its length, so the BYE waits for it.
+fn play(c: &mut InCall, now: Instant, sound: Sound) {
+    let Some(m) = &c.media else { return };
+    let samples = u64::try_from(sound.len_samples()).unwrap_or(u64::MAX);
+    if m.cmds.try_send(MediaCmd::Play(sound)).is_ok() {
+        // 8000 samples per second (G.711).
+        let length = Duration::from_micros(samples.saturating_mul(125));
+        c.playing_until = c.playing_until.max(now) + length;
+        c.prompt_done_at = Some(c.playing_until);
     }
 }

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod incoming;
 pub mod modem_media;
 pub mod plan;
+pub mod prompts;
 pub mod session;
 pub mod state;
 mod tcp;
@@ -82,6 +83,14 @@ pub struct InboundSpec {
     pub inband: crate::media::inband::InbandConfig,
     pub first_digit_timeout: Duration,
     pub inter_digit_timeout: Duration,
+    /// `media.max_digits`: most keys in one entry of the call flow.
+    pub max_digits: usize,
+    /// `media.rtp_timeout_s`.
+    pub rtp_timeout: Duration,
+    /// The dialplan's WAV prompts (loaded once, shared by both trunks).
+    pub prompts: Arc<prompts::PromptSet>,
+    /// What a call gets when the route does not admit calls (`routes.*.otherwise`).
+    pub otherwise: crate::config::Otherwise,
 }
 
 /// Run all trunks until `shutdown` flips to true, then unregister and return. With a gate,
@@ -164,13 +173,17 @@ pub async fn run(
                 let mut flow = flow.clone();
                 flow.first_digit_timeout = ib.first_digit_timeout;
                 flow.inter_digit_timeout = ib.inter_digit_timeout;
+                flow.max_digits_per_prompt = ib.max_digits;
                 Some(incoming::IncomingCalls::new(incoming::IncomingSettings {
                     kind: spec.endpoint.kind,
                     rtp_ip: spec.listen.ip(),
+                    sdp_ip: spec.endpoint.local.ip(),
                     rtp_ports: ib.rtp_ports,
                     flow,
                     inband: ib.inband,
                     gate: dtmf_tx.clone(),
+                    prompts: ib.prompts.clone(),
+                    rtp_timeout: ib.rtp_timeout,
                 }))
             }
             _ => None,
@@ -255,14 +268,7 @@ async fn trunk_task(
                     ic.invite(Instant::now(), trunk.endpoint(), id, route, &msg)
                         .await
                 }
-                None => trunk.endpoint().respond(
-                    Instant::now(),
-                    id,
-                    &msg,
-                    480,
-                    "Temporarily Unavailable",
-                    &Extras::default(),
-                ),
+                None => refuse_call(&mut trunk, spec.inbound.as_ref(), id, &msg),
             }
         }
         if let Some(cb) = callbacks.as_mut() {
@@ -339,7 +345,7 @@ async fn trunk_task(
             }
             Some((key, d)) = async { key_rx.as_mut()?.recv().await }, if key_rx.is_some() => {
                 if let Some(ic) = incoming.as_mut() {
-                    ic.digit(Instant::now(), trunk.endpoint(), key, d);
+                    ic.media_event(Instant::now(), trunk.endpoint(), key, d);
                 }
             }
             Some((key, d)) = async { decision_rx.as_mut()?.recv().await }, if decision_rx.is_some() => {
@@ -380,6 +386,29 @@ async fn trunk_task(
         }
     }
     info!("trunk stopped");
+}
+
+/// Answer an INVITE no maintenance call takes: per the route's `otherwise` when the route
+/// does not admit calls (the same answer a MESSAGE gets, RFC 3261 §21.3.3 for the 302), 480
+/// when no gate runs (no administrator in the dialplan).
+fn refuse_call(trunk: &mut Trunk, inbound: Option<&InboundSpec>, id: ServerTxnId, msg: &Message) {
+    let now = Instant::now();
+    match inbound {
+        Some(ib) if !ib.allow_calls => {
+            let (code, reason, extras) = gate::otherwise_answer(&ib.otherwise);
+            trunk
+                .endpoint()
+                .respond(now, id, msg, code, reason, &extras);
+        }
+        _ => trunk.endpoint().respond(
+            now,
+            id,
+            msg,
+            480,
+            "Temporarily Unavailable",
+            &Extras::default(),
+        ),
+    }
 }
 
 /// Most datagrams taken from the socket per wake-up.

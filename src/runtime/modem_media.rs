@@ -29,9 +29,13 @@ const CHUNK: usize = 64;
 /// What the modem reports to the session logic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
-    Connected { rate_bps: u32 },
+    Connected {
+        rate_bps: u32,
+    },
     Data(Vec<u8>),
     CarrierLost,
+    /// No RTP arrived for [`LineParams::rtp_timeout`] (reported once).
+    RtpTimeout,
 }
 
 /// Handle on a modem-over-RTP task.
@@ -70,6 +74,9 @@ pub struct LineParams {
     pub max_rate: Rate,
     pub tx_level_dbm0: f32,
     pub jitter: Duration,
+    /// Report [`LineEvent::RtpTimeout`] after this long without RTP (`media.rtp_timeout_s`);
+    /// `None`: never.
+    pub rtp_timeout: Option<Duration>,
 }
 
 /// Why a modem could not be configured.
@@ -206,10 +213,18 @@ async fn run(
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut rx_bytes: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut tx_open = true;
+    let mut last_rtp = start;
+    let mut timed_out = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now = Instant::now();
+                // Inactivity counts every RTP packet from the peer, comfort noise (RFC 3389)
+                // and events included, not only the audio the jitter buffer plays out.
+                if !timed_out && p.rtp_timeout.is_some_and(|t| now.saturating_duration_since(last_rtp) >= t) {
+                    timed_out = true;
+                    if events.send(LineEvent::RtpTimeout).await.is_err() { return; }
+                }
                 // Receive side: every frame due, or a lost one, keeps the modem's clock running.
                 while let Some(f) = jitter.poll_frame(now) {
                     match f {
@@ -257,6 +272,7 @@ async fn run(
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, src)) = r else { continue };
                 if let Ok(Datagram::Rtp(pkt)) = rtp::parse(buf.get(..n).unwrap_or(&[])) {
+                    last_rtp = Instant::now();
                     if pkt.payload_type == p.payload_type {
                         remote = src;
                         jitter.push(Instant::now(), &pkt);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::{self, Dialplan, RegisteringTrunk, SipUri, Transport};
 use crate::runtime::callback::CallbackSettings;
+use crate::runtime::prompts::{PromptSet, PromptSetError};
 use crate::runtime::{InboundSpec, TrunkSpec};
 use crate::sip::call::OnDiversion;
 use crate::sip::endpoint::{AllowRule, EndpointConfig, TrunkKind};
@@ -31,6 +32,8 @@ pub enum PlanError {
     },
     #[error("the {trunk} trunk registers but has no registrar")]
     NoRegistrar { trunk: &'static str },
+    #[error("cannot load the prompts: {0}")]
+    Prompts(#[from] PromptSetError),
 }
 
 /// The `User-Agent` / `Server` value: product and version, nothing else.
@@ -58,6 +61,7 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
         user_agent: user_agent(),
         rng_seed: seed.wrapping_add(n),
     };
+    let prompts = std::sync::Arc::new(PromptSet::load(&d.media.prompts)?);
     let mut specs = Vec::new();
     for (kind, t, n) in [
         (TrunkKind::User, &d.trunks.user, 1),
@@ -65,18 +69,18 @@ pub async fn trunk_specs(d: &Dialplan) -> Result<Vec<TrunkSpec>, PlanError> {
     ] {
         let registration = registration(kind, t).await?;
         specs.push(TrunkSpec {
-            endpoint: endpoint(kind, t.listen, n),
+            endpoint: endpoint(kind, t.advertise, n),
             listen: t.listen,
             tcp: true,
             max_tcp_connections: MAX_TCP_CONNECTIONS,
             registration,
             register_tcp: t.transport == Transport::Tcp,
             callbacks: None,
-            inbound: Some(inbound_spec(d, kind)),
+            inbound: Some(inbound_spec(d, kind, prompts.clone())),
         });
     }
     let o = &d.trunks.originate;
-    let mut ep = endpoint(TrunkKind::Originate, o.listen, 3);
+    let mut ep = endpoint(TrunkKind::Originate, o.advertise, 3);
     ep.allow_sources = Some(
         o.allow_sources
             .iter()
@@ -123,7 +127,11 @@ async fn registration(
         Transport::Tcp => ";transport=tcp",
         Transport::Udp => "",
     };
-    let contact = format!("sip:{}@{}{transport}", user_part(t.aor.as_str()), t.listen);
+    let contact = format!(
+        "sip:{}@{}{transport}",
+        user_part(t.aor.as_str()),
+        t.advertise
+    );
     Ok(Some(TrunkRegistration {
         config: RegistrationConfig {
             registrar_uri,
@@ -186,7 +194,7 @@ async fn callback_settings(d: &Dialplan) -> Result<CallbackSettings, PlanError> 
     Ok(CallbackSettings {
         proxy,
         from_uri: o.from.as_str().to_string(),
-        contact_uri: format!("sip:{}@{}", user_part(o.from.as_str()), o.listen),
+        contact_uri: format!("sip:{}@{}", user_part(o.from.as_str()), o.advertise),
         auth_username: user,
         password: o
             .password
@@ -201,15 +209,17 @@ async fn callback_settings(d: &Dialplan) -> Result<CallbackSettings, PlanError> 
         },
         answered_hold: Duration::from_secs(u64::from(d.callback.answered_hold_s)),
         rtp_ip: o.listen.ip(),
+        sdp_ip: o.advertise.ip(),
         rtp_ports: d.media.rtp_ports,
         session: None,
         jitter: Duration::from_millis(u64::from(d.media.jitter_ms)),
+        rtp_timeout: Duration::from_secs(u64::from(d.media.rtp_timeout_s)),
         modem: d.modem.clone(),
     })
 }
 
 /// How a user or admin trunk takes calls.
-fn inbound_spec(d: &Dialplan, kind: TrunkKind) -> InboundSpec {
+fn inbound_spec(d: &Dialplan, kind: TrunkKind, prompts: std::sync::Arc<PromptSet>) -> InboundSpec {
     let route = match kind {
         TrunkKind::User => &d.routes.user,
         _ => &d.routes.admin,
@@ -224,5 +234,51 @@ fn inbound_spec(d: &Dialplan, kind: TrunkKind) -> InboundSpec {
         },
         first_digit_timeout: Duration::from_secs(u64::from(d.media.first_digit_timeout_s)),
         inter_digit_timeout: Duration::from_secs(u64::from(d.media.inter_digit_timeout_s)),
+        max_digits: usize::try_from(d.media.max_digits).unwrap_or(usize::MAX),
+        rtp_timeout: Duration::from_secs(u64::from(d.media.rtp_timeout_s)),
+        prompts,
+        otherwise: route.otherwise.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dialplan(text: &str) -> Dialplan {
+        crate::config::parse("t.json", text, &|_| Some("pw".into()), &|_| {
+            Err(std::io::ErrorKind::NotFound.into())
+        })
+        .expect("test dialplan parses")
+        .dialplan
+    }
+
+    #[tokio::test]
+    async fn contacts_via_and_sdp_use_the_advertised_address_and_sockets_the_listen_one() {
+        let d = dialplan(
+            r#"{ "trunks": {
+              "user": { "listen": "127.0.0.1:5070", "advertise": "127.0.0.2:5070",
+                        "registrar": "sip:127.0.0.1:5060", "aor": "sip:gate-user@127.0.0.1",
+                        "auth_username": "gate-user", "password_env": "P" },
+              "admin": { "listen": "127.0.0.1:5071", "registrar": "sip:127.0.0.1:5060",
+                         "aor": "sip:gate-admin@127.0.0.1" },
+              "originate": { "listen": "127.0.0.1:5072", "advertise": "127.0.0.3:6072",
+                             "proxy": "sip:127.0.0.1:5060", "from": "sip:gate-out@127.0.0.1" } } }"#,
+        );
+        let specs = trunk_specs(&d).await.expect("specs");
+        let user = &specs[0];
+        assert_eq!(user.listen.to_string(), "127.0.0.1:5070");
+        assert_eq!(user.endpoint.local.to_string(), "127.0.0.2:5070");
+        let reg = user.registration.as_ref().expect("user registers");
+        assert_eq!(reg.config.contact, "sip:gate-user@127.0.0.2:5070");
+        let admin = &specs[1];
+        assert_eq!(admin.endpoint.local, admin.listen);
+        let out = &specs[2];
+        assert_eq!(out.listen.to_string(), "127.0.0.1:5072");
+        assert_eq!(out.endpoint.local.to_string(), "127.0.0.3:6072");
+        let cb = out.callbacks.as_ref().expect("originate places callbacks");
+        assert_eq!(cb.contact_uri, "sip:gate-out@127.0.0.3:6072");
+        assert_eq!(cb.rtp_ip.to_string(), "127.0.0.1");
+        assert_eq!(cb.sdp_ip.to_string(), "127.0.0.3");
     }
 }

@@ -36,19 +36,22 @@ pub async fn run(mut line: ModemLine, admin: AdminId, s: SessionSettings) -> Rea
     let connected = tokio::time::timeout(within, async {
         while let Some(ev) = line.events.recv().await {
             match ev {
-                LineEvent::Connected { rate_bps } => return Some(rate_bps),
-                LineEvent::CarrierLost => return None,
+                LineEvent::Connected { rate_bps } => return Ok(rate_bps),
+                LineEvent::CarrierLost => return Err(Reason::ModemTrainingFailed),
+                LineEvent::RtpTimeout => return Err(Reason::RtpTimeout),
                 LineEvent::Data(_) => {}
             }
         }
-        None
+        Err(Reason::ModemTrainingFailed)
     })
     .await
-    .ok()
-    .flatten();
-    let Some(rate) = connected else {
-        warn!(admin = %admin.as_str(), "modem did not train");
-        return Reason::ModemTrainingFailed;
+    .unwrap_or(Err(Reason::ModemTrainingFailed));
+    let rate = match connected {
+        Ok(rate) => rate,
+        Err(reason) => {
+            warn!(admin = %admin.as_str(), reason = ?reason, "modem did not train");
+            return reason;
+        }
     };
     info!(admin = %admin.as_str(), rate, "CONNECT {rate}");
     let banner = format!("dialback maintenance console (CONNECT {rate})");
@@ -126,6 +129,10 @@ pub async fn run(mut line: ModemLine, admin: AdminId, s: SessionSettings) -> Rea
                 Some(LineEvent::CarrierLost) | None => {
                     console.end(Reason::CarrierLost);
                     end = Reason::CarrierLost;
+                }
+                Some(LineEvent::RtpTimeout) => {
+                    console.end(Reason::RtpTimeout);
+                    end = Reason::RtpTimeout;
                 }
                 Some(LineEvent::Connected { .. }) => {}
             },

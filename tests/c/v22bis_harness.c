@@ -6,7 +6,9 @@
  * Our own code; uses only the public spandsp API.
  *
  * usage: v22bis_harness caller|answerer 1200|2400 ulaw|alaw [guard 0|1|2] [log]
- * With V22_HARNESS_NOECHO in the environment nothing is echoed (bit error counting).
+ * With V22_HARNESS_NOECHO in the environment nothing is echoed (bit error counting); with
+ * V22_HARNESS_COUNT_FROM=N the data_bits/zero_bits counters start at frame N (the frame the
+ * measuring harness switches its noise on).
  */
 #include <stdint.h>
 #include <inttypes.h>
@@ -43,6 +45,8 @@ static long data_bits, zero_bits;
 static int trained;
 /* V22_HARNESS_NOECHO set: receive only (idle ones out), for bit error counts. */
 static int no_echo;
+/* V22_HARNESS_COUNT_FROM: first frame whose received bits are counted. */
+static long count_from;
 
 static int get_bit(void *user_data)
 {
@@ -95,7 +99,7 @@ static void put_bit(void *user_data, int bit)
         return;
     }
     bit &= 1;
-    if (trained) {
+    if (trained && frames >= count_from) {
         data_bits++;
         zero_bits += (bit == 0);
     }
@@ -138,6 +142,8 @@ int main(int argc, char **argv)
     int guard = argc > 4 ? atoi(argv[4]) : 0;
     int log = argc > 5;
     no_echo = getenv("V22_HARNESS_NOECHO") != NULL;
+    if (getenv("V22_HARNESS_COUNT_FROM") != NULL)
+        count_from = atol(getenv("V22_HARNESS_COUNT_FROM"));
 
     modem = v22bis_init(NULL, rate, guard, caller, get_bit, NULL, put_bit, NULL);
     if (modem == NULL) {

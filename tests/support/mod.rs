@@ -13,6 +13,7 @@
 //! | `sipp`     | SIPp scenarios from `tests/sipp/` as a server or as a client          |
 //! | `uac`      | a blocking REGISTER-with-digest client (phones, misbehaving clients)  |
 //! | `process`  | child-process plumbing shared by the above: groups, kill, log tails   |
+//! | `gate_pbx` | the gate behind Kamailio: dialplan from the example, MESSAGE by sipsak |
 //!
 //! # Using it from a test
 //!
@@ -49,6 +50,7 @@
 
 pub mod dialback;
 pub mod digest;
+pub mod gate_pbx;
 pub mod kamailio;
 pub mod ports;
 pub mod process;
