@@ -56,6 +56,10 @@ const KEY_MS: u32 = 100;
 const GAP_MS: u32 = 120;
 /// After the last key: how long the gate may take to check and hang up before we do.
 const GATE_HANGUP_WITHIN: Duration = Duration::from_secs(8);
+/// The gate gives no oracle, so neither can we: the reasons a callback may not come.
+const NO_CALLBACK_HINT: &str = "; the gate does not say why: a wrong ID, password, PIN or \
+     digit, a locked or rate-limited administrator, or a callback that could not reach this \
+     number (the gate's audit log has the reason)";
 /// No RTP from the gate for this long ends the session (`LineEvent::RtpTimeout`).
 const RTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Level of our in-band keys (low group; the high group is 2 dB louder).
@@ -700,7 +704,7 @@ impl AdminUa {
                     Pumped::Expired => {
                         return Err(AdminError::NoCallback {
                             wait_s: within.as_secs(),
-                            hint: String::new(),
+                            hint: NO_CALLBACK_HINT.into(),
                         })
                     }
                 },
