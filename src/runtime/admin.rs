@@ -600,32 +600,37 @@ impl AdminUa {
                     });
                 }
             }
-            match call.poll_event() {
-                Some(CallEvent::Answered { remote_sdp }) => {
-                    break sdp::accept_answer(&local, &remote_sdp).map_err(|e| {
-                        AdminError::GateCall {
-                            reason: format!("the gate's SDP answer is unusable: {e}"),
-                        }
-                    })?;
+            // Every event the turn produced (a 100 and the 200 may come together).
+            let mut answered = None;
+            while let Some(ev) = call.poll_event() {
+                match ev {
+                    CallEvent::Answered { remote_sdp } => answered = Some(remote_sdp),
+                    CallEvent::Failed { reason } => {
+                        return Err(AdminError::GateCall {
+                            reason: match reason {
+                                FailReason::Status(c) | FailReason::Redirect(c) => {
+                                    format!("answered {c}")
+                                }
+                                FailReason::NoAnswer => "no answer".into(),
+                                FailReason::Timeout => "no response (timeout)".into(),
+                                FailReason::Diverted => "diverted".into(),
+                            },
+                        })
+                    }
+                    CallEvent::Ended { .. } => {
+                        return Err(AdminError::GateCall {
+                            reason: "ended before answer".into(),
+                        })
+                    }
+                    _ => {}
                 }
-                Some(CallEvent::Failed { reason }) => {
-                    return Err(AdminError::GateCall {
-                        reason: match reason {
-                            FailReason::Status(c) | FailReason::Redirect(c) => {
-                                format!("answered {c}")
-                            }
-                            FailReason::NoAnswer => "no answer".into(),
-                            FailReason::Timeout => "no response (timeout)".into(),
-                            FailReason::Diverted => "diverted".into(),
-                        },
-                    })
-                }
-                Some(CallEvent::Ended { .. }) => {
-                    return Err(AdminError::GateCall {
-                        reason: "ended before answer".into(),
-                    })
-                }
-                _ => {}
+            }
+            if let Some(remote_sdp) = answered {
+                break sdp::accept_answer(&local, &remote_sdp).map_err(|e| {
+                    AdminError::GateCall {
+                        reason: format!("the gate's SDP answer is unusable: {e}"),
+                    }
+                })?;
             }
         };
         self.flush().await;
