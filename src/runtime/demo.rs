@@ -1,34 +1,30 @@
-//! `dialback demo`: the whole loop on loopback with no PBX and no setup. The gate runs with a
-//! generated dialplan (direct trunks, fresh demo secrets, audit and state in a temp dir); the
-//! administrator's side runs in the same process on its own socket: it sends `MAINTAIN-1` by
-//! SIP MESSAGE (answering the digest challenge), takes the callback, trains the answering
-//! modem over real RTP, logs in to the console again, runs `status` and quits. A ladder of
-//! the SIP messages and the timings are printed as it goes.
+//! `dialback demo`: the whole loop on loopback with no PBX and no setup. The gate runs with
+//! `dialplans/demo.json` (direct trunks; embedded, so it works from any directory) filled in
+//! with free ports, freshly generated demo secrets and a temp dir for audit and state; the
+//! administrator's side ([`crate::runtime::admin`], the same code as `dialback dial-in`) runs
+//! in the same process on its own socket: it sends `MAINTAIN-1` by SIP MESSAGE (answering the
+//! digest challenge), takes the callback, trains the answering modem over real RTP, logs in to
+//! the console again, runs `status` and quits. A ladder of the SIP messages and the timings
+//! are printed as it goes.
 
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use rand::Rng;
 use tokio::sync::watch;
 
 use crate::gate::pin::{digest_ha1s, hash_pin};
 use crate::gate::Secret;
-use crate::media::g711::Law;
-use crate::modem::v22bis::{Rate, Role};
-use crate::runtime::modem_media::{self, LineEvent, LineModem, LineParams, ModemLine};
-use crate::sdp::{Codec, LocalMedia};
-use crate::sip::build::Extras;
-use crate::sip::digest::{self, ClientCredentials, ResponseParams};
-use crate::sip::endpoint::{Endpoint, EndpointConfig, Event, OutgoingRequest, TrunkKind};
-use crate::sip::incall::{IncomingCall, IncomingEvent};
-use crate::sip::message::{parse_datagram, Limits, Method};
-use crate::sip::transaction::Route;
+use crate::modem::v22bis::Rate;
+use crate::runtime::admin::{self, AdminUa, CallbackFilter, Progress, SignalCredentials, UaConfig};
+use crate::runtime::modem_media::{LineEvent, LineModem, ModemLine};
+use crate::sdp::Codec;
+
+/// The demo's dialplan template (valid as it stands: `dialback check dialplans/demo.json`).
+pub const DEMO_DIALPLAN: &str = include_str!("../../dialplans/demo.json");
 
 const ADMIN_ID: &str = "1001";
-const PIN: &str = "2468";
-const SIP_PASSWORD: &str = "demo-secret-1";
-const REALM: &str = "dialback";
 /// Bound on the whole demo.
 const DEMO_LIMIT: Duration = Duration::from_secs(90);
 
@@ -39,6 +35,8 @@ pub enum DemoError {
     Setup(String),
     #[error("{0}")]
     Step(String),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 fn free_port() -> Result<u16, DemoError> {
@@ -48,44 +46,109 @@ fn free_port() -> Result<u16, DemoError> {
         .map_err(|e| DemoError::Setup(e.to_string()))
 }
 
-/// Run the demo; `max_rate` chooses V.22bis (2400) or V.22 (1200).
+/// Secrets generated for one demo run (never printed).
+struct DemoSecrets {
+    sip_password: Secret,
+    pin: Secret,
+}
+
+impl DemoSecrets {
+    fn generate() -> Self {
+        let mut rng = rand::rngs::OsRng;
+        let sip: String = (0..16)
+            .map(|_| char::from(b"abcdefghjkmnpqrstuvwxyz23456789"[rng.gen_range(0..31)]))
+            .collect();
+        let pin: String = (0..6)
+            .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+            .collect();
+        DemoSecrets {
+            sip_password: Secret::new(sip),
+            pin: Secret::new(pin),
+        }
+    }
+}
+
+/// Fill the template: ports, the administrator's number, secrets, modulation, file paths.
+fn demo_plan(
+    ports: (u16, u16, u16),
+    admin_addr: SocketAddr,
+    secrets: &DemoSecrets,
+    modulation: &str,
+    dir: &std::path::Path,
+) -> Result<serde_json::Value, DemoError> {
+    let mut plan: serde_json::Value =
+        serde_json::from_str(DEMO_DIALPLAN).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let (user_port, gate_admin_port, out_port) = ports;
+    let pin_hash = hash_pin(&secrets.pin, &mut rand::rngs::OsRng)
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let realm = plan["admins"][0]["digest"]["realm"]
+        .as_str()
+        .unwrap_or("dialback")
+        .to_string();
+    let (ha1_md5, ha1_sha256) = digest_ha1s(ADMIN_ID, &realm, &secrets.sip_password);
+    let t = &mut plan["trunks"];
+    t["user"]["listen"] = format!("127.0.0.1:{user_port}").into();
+    t["admin"]["listen"] = format!("127.0.0.1:{gate_admin_port}").into();
+    t["originate"]["listen"] = format!("127.0.0.1:{out_port}").into();
+    t["originate"]["proxy"] = format!("sip:{admin_addr}").into();
+    let a = &mut plan["admins"][0];
+    a["id"] = ADMIN_ID.into();
+    a["pin"] = pin_hash.into();
+    a["digest"]["ha1_md5"] = ha1_md5.into();
+    a["digest"]["ha1_sha256"] = ha1_sha256.into();
+    a["numbers"] = serde_json::json!([format!("sip:admin@{admin_addr}")]);
+    plan["modem"]["modulations"] = serde_json::json!([modulation]);
+    plan["audit"]["path"] = dir.join("audit.jsonl").display().to_string().into();
+    plan["security"]["state_path"] = dir.join("state.json").display().to_string().into();
+    Ok(plan)
+}
+
+/// Run the demo with `modem` (V.22bis, V.22 when `max_rate` is 1200, V.21, Bell 103).
 pub async fn run(modem: LineModem, max_rate: Rate) -> Result<(), DemoError> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("dialback-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| DemoError::Setup(e.to_string()))?;
-    let admin_sock = Arc::new(
-        UdpSocket::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| DemoError::Setup(e.to_string()))?,
-    );
-    let admin_addr = admin_sock
-        .local_addr()
-        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let secrets = DemoSecrets::generate();
+    let ladder: admin::Report = Arc::new(|p| match p {
+        Progress::Sip {
+            outgoing: true,
+            start_line,
+            cseq,
+            ..
+        } => println!("  admin  ──▶ gate   {start_line}   ({cseq})"),
+        Progress::Sip {
+            outgoing: false,
+            start_line,
+            cseq,
+            ..
+        } => println!("  admin ◀──  gate   {start_line}   ({cseq})"),
+        _ => {}
+    });
+    let ua = AdminUa::bind(
+        UaConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            registration: None,
+            contact_user: "admin".into(),
+            user_agent: format!("dialback-demo-admin/{}", env!("CARGO_PKG_VERSION")),
+        },
+        ladder,
+    )
+    .await?;
+    let admin_addr = ua.local_addr();
     let (user_port, gate_admin_port, out_port) = (free_port()?, free_port()?, free_port()?);
-    let pin_hash = hash_pin(&Secret::new(PIN), &mut rand::rngs::OsRng)
-        .map_err(|e| DemoError::Setup(e.to_string()))?;
-    let (ha1_md5, ha1_sha256) = digest_ha1s(ADMIN_ID, REALM, &Secret::new(SIP_PASSWORD));
     let modulation = match (modem, max_rate) {
         (LineModem::V21, _) => "v21",
         (LineModem::Bell103, _) => "bell103",
-        (LineModem::V22bis, Rate::R1200) => "v22",
-        (LineModem::V22bis, _) => "v22bis",
+        (_, Rate::R1200) => "v22",
+        _ => "v22bis",
     };
-    let plan = serde_json::json!({
-        "trunks": {
-            "user": { "listen": format!("127.0.0.1:{user_port}"), "register": false, "aor": "sip:gate-user@127.0.0.1" },
-            "admin": { "listen": format!("127.0.0.1:{gate_admin_port}"), "register": false, "aor": "sip:gate-admin@127.0.0.1" },
-            "originate": { "listen": format!("127.0.0.1:{out_port}"), "proxy": format!("sip:{admin_addr}"),
-                           "from": "sip:gate-out@127.0.0.1" }
-        },
-        "admins": [{ "digit": 1, "id": ADMIN_ID, "name": "Demo Admin", "pin": pin_hash,
-                     "digest": { "realm": REALM, "ha1_md5": ha1_md5, "ha1_sha256": ha1_sha256 },
-                     "numbers": [format!("sip:admin@{admin_addr}")] }],
-        "callback": { "delay_ms": 500, "ring_timeout_s": 10 },
-        "modem": { "modulations": [modulation], "target": "console", "idle_s": 60, "max_s": 120 },
-        "audit": { "path": dir.join("audit.jsonl").display().to_string(), "fsync": true },
-        "security": { "state_path": dir.join("state.json").display().to_string() }
-    });
+    let plan = demo_plan(
+        (user_port, gate_admin_port, out_port),
+        admin_addr,
+        &secrets,
+        modulation,
+        &dir,
+    )?;
     let path = dir.join("demo.json");
     let text = serde_json::to_string_pretty(&plan).map_err(|e| DemoError::Setup(e.to_string()))?;
     std::fs::write(&path, &text).map_err(|e| DemoError::Setup(e.to_string()))?;
@@ -98,15 +161,20 @@ pub async fn run(modem: LineModem, max_rate: Rate) -> Result<(), DemoError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate_task = tokio::spawn(crate::runtime::run(specs, gate, stop_rx));
     println!("dialback demo: gate on 127.0.0.1 (user :{user_port}, admin :{gate_admin_port}, originate :{out_port}); administrator at {admin_addr}");
-    println!("dialplan: {}", path.display());
+    println!(
+        "dialplan: {} (from dialplans/demo.json, demo secrets generated for this run)",
+        path.display()
+    );
     let result = tokio::time::timeout(
         DEMO_LIMIT,
         admin_side(
-            admin_sock,
-            admin_addr,
+            ua,
             SocketAddr::from(([127, 0, 0, 1], gate_admin_port)),
+            SocketAddr::from(([127, 0, 0, 1], out_port)),
+            &secrets,
             started,
             modem,
+            max_rate,
         ),
     )
     .await
@@ -126,267 +194,57 @@ pub async fn run(modem: LineModem, max_rate: Rate) -> Result<(), DemoError> {
     result
 }
 
-/// The administrator's user agent: a sans-IO endpoint on its own socket.
-struct Ua {
-    sock: Arc<UdpSocket>,
-    ep: Endpoint,
-    gate: SocketAddr,
-}
-
-impl Ua {
-    async fn flush(&mut self) {
-        while let Some(t) = self.ep.poll_transmit() {
-            ladder("admin", &t.bytes, true);
-            let _ = self.sock.send_to(&t.bytes, t.route.addr).await;
-        }
-    }
-
-    /// Receive until an event arrives (or the deadline).
-    async fn next_event(&mut self, within: Duration) -> Result<Event, DemoError> {
-        let end = tokio::time::Instant::now() + within;
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            self.flush().await;
-            if let Some(ev) = self.ep.poll_event() {
-                return Ok(ev);
-            }
-            let wake = self
-                .ep
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std)
-                .map_or(end, |t| t.min(end));
-            tokio::select! {
-                r = self.sock.recv_from(&mut buf) => {
-                    if let Ok((n, src)) = r {
-                        let data = buf.get(..n).unwrap_or(&[]);
-                        ladder("admin", data, false);
-                        self.ep.handle_datagram(Instant::now(), src, data);
-                    }
-                }
-                _ = tokio::time::sleep_until(wake) => {
-                    if tokio::time::Instant::now() >= end {
-                        return Err(DemoError::Step("no answer from the gate".into()));
-                    }
-                    self.ep.handle_timeout(Instant::now());
-                }
-            }
-        }
-    }
-}
-
-/// One line per SIP message, from the administrator's point of view.
-fn ladder(_who: &str, data: &[u8], outgoing: bool) {
-    let Ok(m) = parse_datagram(data, &Limits::default()) else {
-        return;
-    };
-    let line =
-        String::from_utf8_lossy(data.split(|b| *b == b'\r').next().unwrap_or(&[])).into_owned();
-    let cseq = m.header("cseq").unwrap_or("");
-    if outgoing {
-        println!("  admin  ──▶ gate   {line}   ({cseq})");
-    } else {
-        println!("  admin ◀──  gate   {line}   ({cseq})");
-    }
-}
-
 async fn admin_side(
-    sock: Arc<UdpSocket>,
-    me: SocketAddr,
+    mut ua: AdminUa,
     gate_admin: SocketAddr,
+    gate_originate: SocketAddr,
+    secrets: &DemoSecrets,
     started: Instant,
     modem: LineModem,
+    max_rate: Rate,
 ) -> Result<(), DemoError> {
-    let mut ua = Ua {
-        sock: sock.clone(),
-        ep: Endpoint::new(EndpointConfig {
-            kind: TrunkKind::User,
-            local: me,
-            limits: Limits::default(),
-            per_source_rate: 10_000,
-            per_source_burst: 10_000,
-            max_sources: 16,
-            max_transactions: 64,
-            queue_depth: 64,
-            allow_sources: None,
-            user_agent: format!("dialback-demo-admin/{}", env!("CARGO_PKG_VERSION")),
-            rng_seed: rand::random(),
-        }),
-        gate: gate_admin,
-    };
     // 1. MAINTAIN-1 by SIP MESSAGE, answering the digest challenge.
     println!("1. administrator sends MAINTAIN-1 to the admin trunk");
-    let uri = format!("sip:gate-admin@{gate_admin}");
-    let from = format!("sip:{ADMIN_ID}@{me}");
-    let call_id = format!("{}@demo", ua.ep.token());
-    let from_tag = ua.ep.token();
-    let body = b"MAINTAIN-1";
-    let route = Route {
-        addr: ua.gate,
-        conn: None,
-    };
-    let mut auth: Option<String> = None;
+    let me = ua.local_addr();
     let signal_at = Instant::now();
-    for cseq in 1..=3u32 {
-        let mut headers = vec![];
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a.clone()));
-        }
-        let extras = Extras {
-            headers,
-            body: Some(("text/plain", body)),
-        };
-        ua.ep.send_request(
-            Instant::now(),
-            route,
-            &OutgoingRequest {
-                method: &Method::Message,
-                uri: &uri,
-                from: &from,
-                from_tag: &from_tag,
-                to: &uri,
-                to_tag: None,
-                call_id: &call_id,
-                cseq,
-            },
-            &extras,
-        );
-        let Event::Response { msg, .. } = ua.ep_response().await? else {
-            return Err(DemoError::Step("unexpected event".into()));
-        };
-        match msg.status() {
-            Some(401) => {
-                let offers: Vec<&str> = msg.headers("www-authenticate").collect();
-                let ch = digest::select_challenge(&offers)
-                    .ok_or_else(|| DemoError::Step("no usable challenge".into()))?;
-                auth = Some(digest::authorization(
-                    &ch,
-                    &ClientCredentials {
-                        username: ADMIN_ID,
-                        password: SIP_PASSWORD,
-                    },
-                    &ResponseParams {
-                        method: "MESSAGE",
-                        uri: &uri,
-                        body,
-                        nc: 1,
-                        cnonce: &ua.ep.token(),
-                    },
-                ));
-            }
-            Some(202) => break,
-            other => {
-                return Err(DemoError::Step(format!(
-                    "MESSAGE answered {other:?}: no callback will follow"
-                )))
-            }
-        }
-    }
-    // 2. The callback.
+    ua.send_message(
+        &format!("sip:gate-admin@{gate_admin}"),
+        &format!("sip:{ADMIN_ID}@{me}"),
+        b"MAINTAIN-1",
+        &SignalCredentials {
+            admin_id: ADMIN_ID.into(),
+            gate_password: Some(secrets.sip_password.clone()),
+            pbx: None,
+        },
+    )
+    .await?;
+    // 2. The callback, only from the gate's originate trunk.
     println!("2. waiting for the callback from the originate trunk");
-    let (mut call, rtp) = loop {
-        let ev = ua.next_event(Duration::from_secs(20)).await?;
-        if let Event::Request {
-            id,
-            route,
-            msg,
-            info,
-        } = ev
-        {
-            if info.method == Method::Invite {
-                let rtp = Arc::new(
-                    UdpSocket::bind("127.0.0.1:0")
-                        .await
-                        .map_err(|e| DemoError::Step(e.to_string()))?,
-                );
-                let port = rtp
-                    .local_addr()
-                    .map_err(|e| DemoError::Step(e.to_string()))?
-                    .port();
-                let local = LocalMedia {
-                    addr: me.ip(),
-                    rtp_port: port,
-                    codecs: vec![Codec::Pcmu, Codec::Pcma],
-                    telephone_event: false,
-                    ptime_ms: 20,
-                    session_id: 1,
-                    session_version: 1,
-                };
-                println!(
-                    "   signal → callback INVITE: {:.0} ms (includes the 500 ms callback delay)",
-                    signal_at.elapsed().as_secs_f64() * 1000.0
-                );
-                let call =
-                    IncomingCall::accept(Instant::now(), &mut ua.ep, id, route, &msg, &local)
-                        .map_err(|e| DemoError::Step(format!("cannot answer the callback: {e}")))?;
-                break (call, rtp);
-            }
-        }
+    let filter = CallbackFilter {
+        from: Some("gate-out".into()),
+        source: Some(gate_originate),
     };
-    ua.flush().await;
-    let neg = call
-        .media()
-        .cloned()
-        .ok_or_else(|| DemoError::Step("no media negotiated".into()))?;
+    let cb = ua
+        .wait_callback(
+            &filter,
+            Duration::from_secs(20),
+            &[Codec::Pcmu, Codec::Pcma],
+        )
+        .await?;
+    println!(
+        "   signal → callback INVITE: {:.0} ms (includes the 500 ms callback delay)",
+        signal_at.elapsed().as_secs_f64() * 1000.0
+    );
     let answered_at = Instant::now();
     println!(
         "3. answered; answering modem on RTP :{} ↔ {}",
-        rtp.local_addr().map(|a| a.port()).unwrap_or(0),
-        neg.remote_addr
+        cb.rtp.local_addr().map(|a| a.port()).unwrap_or(0),
+        cb.media.remote_addr
     );
-    let mut line = modem_media::spawn(
-        rtp,
-        LineParams {
-            remote: neg.remote_addr,
-            law: if neg.codec == Codec::Pcma {
-                Law::Alaw
-            } else {
-                Law::Ulaw
-            },
-            payload_type: neg.payload_type,
-            modem,
-            role: Role::Answerer,
-            max_rate: Rate::R2400,
-            tx_level_dbm0: -13.0,
-            jitter: Duration::from_millis(60),
-            rtp_timeout: None,
-        },
-    )
-    .map_err(|e| DemoError::Step(e.to_string()))?;
-    // Keep the SIP side running while the modem works.
-    let (bye_tx, mut bye_rx) = tokio::sync::oneshot::channel::<()>();
-    let sip = tokio::spawn(async move {
-        let mut bye_tx = Some(bye_tx);
-        loop {
-            let Ok(ev) = ua.next_event(Duration::from_secs(120)).await else {
-                break;
-            };
-            call.handle_event(Instant::now(), &mut ua.ep, &ev);
-            ua.flush().await;
-            while let Some(e) = call.poll_event() {
-                if matches!(e, IncomingEvent::Ended { .. }) {
-                    if let Some(t) = bye_tx.take() {
-                        let _ = t.send(());
-                    }
-                }
-            }
-            if call.is_finished() {
-                break;
-            }
-        }
-    });
-    let connect = loop {
-        match tokio::time::timeout(Duration::from_secs(30), line.events.recv()).await {
-            Ok(Some(LineEvent::Connected { rate_bps })) => break rate_bps,
-            Ok(Some(_)) => {}
-            _ => return Err(DemoError::Step("the modems did not train".into())),
-        }
-    };
-    let name = match (modem, connect) {
-        (LineModem::V21, _) => "V.21",
-        (LineModem::Bell103, _) => "Bell 103",
-        (_, 2400) => "V.22bis",
-        _ => "V.22",
-    };
+    let mut line = admin::start_modem(&cb, modem, max_rate)?;
+    let mut active = ua.keep_call(cb.call);
+    let connect = admin::wait_connect(&mut line, Duration::from_secs(30)).await?;
+    let name = admin::modulation_name(modem, connect);
     println!(
         "4. CONNECT {connect} {name} ({:.1} s after answer)",
         answered_at.elapsed().as_secs_f64()
@@ -395,7 +253,7 @@ async fn admin_side(
     expect(&mut line, &mut screen, "login: ").await?;
     send(&line, ADMIN_ID).await?;
     expect(&mut line, &mut screen, "PIN: ").await?;
-    send(&line, PIN).await?;
+    send(&line, secrets.pin.expose()).await?;
     expect(&mut line, &mut screen, "dialback> ").await?;
     send(&line, "status").await?;
     expect(&mut line, &mut screen, "dialback> ").await?;
@@ -408,8 +266,8 @@ async fn admin_side(
         let shown: String = l.chars().filter(|c| !c.is_control()).collect();
         println!("   | {shown}");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), &mut bye_rx).await;
-    sip.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(10), active.ended()).await;
+    let _ = active.finish(Duration::from_secs(2)).await;
     println!(
         "6. done in {:.1} s: signal → callback → {name} → login → status → quit → hang-up",
         started.elapsed().as_secs_f64()
@@ -418,17 +276,6 @@ async fn admin_side(
         return Err(DemoError::Step("status did not show the session".into()));
     }
     Ok(())
-}
-
-impl Ua {
-    async fn ep_response(&mut self) -> Result<Event, DemoError> {
-        loop {
-            let ev = self.next_event(Duration::from_secs(10)).await?;
-            if matches!(ev, Event::Response { .. }) {
-                return Ok(ev);
-            }
-        }
-    }
 }
 
 async fn expect(line: &mut ModemLine, screen: &mut String, needle: &str) -> Result<(), DemoError> {
@@ -449,4 +296,34 @@ async fn send(line: &ModemLine, text: &str) -> Result<(), DemoError> {
         .send(format!("{text}\r").into_bytes())
         .await
         .map_err(|_| DemoError::Step("modem line closed".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_template_fills_in_ports_numbers_and_fresh_secrets() {
+        let dir = std::env::temp_dir();
+        let s = DemoSecrets::generate();
+        let plan = demo_plan(
+            (5001, 5002, 5003),
+            "127.0.0.1:5004".parse().unwrap(),
+            &s,
+            "v22",
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(plan["trunks"]["admin"]["listen"], "127.0.0.1:5002");
+        assert_eq!(plan["trunks"]["originate"]["proxy"], "sip:127.0.0.1:5004");
+        assert_eq!(plan["admins"][0]["numbers"][0], "sip:admin@127.0.0.1:5004");
+        assert_eq!(plan["modem"]["modulations"][0], "v22");
+        let template: serde_json::Value = serde_json::from_str(DEMO_DIALPLAN).unwrap();
+        assert_ne!(plan["admins"][0]["pin"], template["admins"][0]["pin"]);
+        assert_ne!(
+            plan["admins"][0]["digest"]["ha1_md5"],
+            template["admins"][0]["digest"]["ha1_md5"]
+        );
+        assert_eq!(s.pin.expose().len(), 6);
+    }
 }

@@ -1,11 +1,17 @@
 //! The tokio edge: one task and one socket pair (UDP, optionally TCP) per trunk, driving the
 //! sans-IO [`Trunk`] with wall-clock `Instant`s, plus signal-driven graceful shutdown
 //! (un-REGISTER, bounded wait). Nothing here decides anything about SIP.
+//!
+//! The administrator's end lives here too: [`admin`] is its SIP user agent (signal by MESSAGE
+//! or DTMF call, callback filter, answering modem), shared by `dialback dial-in` ([`dialin`])
+//! and `dialback demo` ([`demo`]).
 
+pub mod admin;
 pub mod audit;
 pub mod call_media;
 pub mod callback;
 pub mod demo;
+pub mod dialin;
 pub mod gate;
 pub mod incoming;
 pub mod modem_media;
