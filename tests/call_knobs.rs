@@ -11,19 +11,19 @@
 //! - `routes.*.call: false`: an INVITE gets the route's `otherwise` (a reject code, or a 302 to
 //!   the redirect URI), as a MESSAGE does.
 //!
-//! The caller of the prompt and route tests is a minimal blocking SIP UA written here (RFC 3261
-//! §13.2: INVITE, ACK for the 2xx or the final error, 200 to the BYE), so the test can read
-//! the RTP that arrives on its own socket.
+//! The caller of the prompt and route tests is the minimal blocking SIP UA of
+//! `support::rawcall` (RFC 3261 §13.2: INVITE, ACK for the 2xx or the final error, 200 to the
+//! BYE), so the test can read the RTP that arrives on its own socket.
 
 mod support;
 
-use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dialback::media::g711::Law;
 use serde_json::{json, Value};
 use support::dialback::{free_port, Gate};
+use support::rawcall::Caller;
 use support::sipp::Sipp;
 
 /// The example dialplan's admins (so the gate runs), trunks on free ports, no registration;
@@ -70,147 +70,6 @@ fn write_wav(path: &Path, hz: f64, amplitude: f64, samples: usize) -> Vec<i16> {
     }
     w.finalize().expect("wav written");
     pcm
-}
-
-/// One SIP message as text, split into start line, headers and body.
-struct Sip {
-    text: String,
-}
-
-impl Sip {
-    fn start_line(&self) -> &str {
-        self.text.lines().next().unwrap_or("")
-    }
-    fn status(&self) -> Option<u16> {
-        self.start_line()
-            .strip_prefix("SIP/2.0 ")?
-            .get(..3)?
-            .parse()
-            .ok()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
-        head.lines().skip(1).find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-    fn body(&self) -> &str {
-        self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-    }
-}
-
-/// A blocking caller on 127.0.0.1 with its own SIP and RTP sockets.
-struct Caller {
-    sip: UdpSocket,
-    rtp: UdpSocket,
-    gate: SocketAddr,
-    call_id: String,
-    to_tag: Option<String>,
-}
-
-impl Caller {
-    fn new(gate: SocketAddr) -> Caller {
-        let sip = UdpSocket::bind("127.0.0.1:0").expect("sip socket");
-        let rtp = UdpSocket::bind("127.0.0.1:0").expect("rtp socket");
-        rtp.set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
-        sip.set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
-        let call_id = format!("knobs-{}-{}@127.0.0.1", std::process::id(), free_port());
-        Caller {
-            sip,
-            rtp,
-            gate,
-            call_id,
-            to_tag: None,
-        }
-    }
-
-    fn local(&self) -> SocketAddr {
-        self.sip.local_addr().expect("addr")
-    }
-
-    /// Send an INVITE offering `m_line_formats` (e.g. `8 101`, with rtpmaps); returns the
-    /// final response. A 2xx is ACKed (RFC 3261 §13.2.2.4); an error response too (§17.1.1.3).
-    fn invite(&mut self, user: &str, formats: &str, rtpmaps: &str) -> Sip {
-        let local = self.local();
-        let rtp_port = self.rtp.local_addr().expect("rtp addr").port();
-        let sdp = format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP {formats}\r\n{rtpmaps}a=ptime:20\r\na=sendrecv\r\n"
-        );
-        let invite = format!(
-            "INVITE sip:{user}@{gate} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKinv{port}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c{port}\r\nTo: <sip:{user}@{gate}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-            gate = self.gate,
-            port = local.port(),
-            cid = self.call_id,
-            len = sdp.len()
-        );
-        self.sip
-            .send_to(invite.as_bytes(), self.gate)
-            .expect("send INVITE");
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            assert!(Instant::now() < end, "no final response to the INVITE");
-            let Some(m) = self.recv_sip() else { continue };
-            let Some(code) = m.status() else { continue };
-            if code < 200 {
-                continue;
-            }
-            let to = m.header("To").unwrap_or("").to_string();
-            self.to_tag = to.split(";tag=").nth(1).map(str::to_string);
-            // RFC 3261 §13.2.2.4 (2xx: new transaction) and §17.1.1.3 (error: same branch).
-            let branch = if code < 300 {
-                format!("z9hG4bKack{}", local.port())
-            } else {
-                format!("z9hG4bKinv{}", local.port())
-            };
-            let ack = format!(
-                "ACK sip:{user}@{gate} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c{port}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-                gate = self.gate,
-                port = local.port(),
-                cid = self.call_id,
-            );
-            self.sip.send_to(ack.as_bytes(), self.gate).expect("ACK");
-            return m;
-        }
-    }
-
-    fn recv_sip(&self) -> Option<Sip> {
-        let mut buf = [0u8; 8192];
-        let (n, _) = self.sip.recv_from(&mut buf).ok()?;
-        Some(Sip {
-            text: String::from_utf8_lossy(&buf[..n]).into_owned(),
-        })
-    }
-
-    /// Collect RTP until the gate's BYE arrives (answered 200) or `limit` passes. Returns the
-    /// packets and when the BYE came (if it did).
-    fn rtp_until_bye(&self, limit: Duration) -> (Vec<Vec<u8>>, Option<Instant>) {
-        let end = Instant::now() + limit;
-        let mut packets = Vec::new();
-        let mut buf = [0u8; 2048];
-        while Instant::now() < end {
-            while let Ok((n, _)) = self.rtp.recv_from(&mut buf) {
-                packets.push(buf[..n].to_vec());
-            }
-            if let Some(m) = self.recv_sip() {
-                if m.start_line().starts_with("BYE ") {
-                    let ok = format!(
-                        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-                        m.header("Via").unwrap_or(""),
-                        m.header("From").unwrap_or(""),
-                        m.header("To").unwrap_or(""),
-                        m.header("Call-ID").unwrap_or(""),
-                        m.header("CSeq").unwrap_or(""),
-                    );
-                    self.sip.send_to(ok.as_bytes(), self.gate).expect("200");
-                    return (packets, Some(Instant::now()));
-                }
-            }
-        }
-        (packets, None)
-    }
 }
 
 /// Where `needle` starts in `hay`, if it occurs.

@@ -18,6 +18,7 @@
 //! | `baresip`  | baresip 1.0 softphones driven over `ctrl_tcp` (dial, RFC 4733 keys)    |
 //! | `pcap`     | classic pcap files of Ethernet/IPv4/UDP frames (SIPp `play_pcap_audio`) |
 //! | `sipsak`   | one MESSAGE with digest credentials through the PBX (the admin client) |
+//! | `rawcall`  | a blocking SIP caller straight to the gate, RTP on its own socket      |
 //!
 //! # Using it from a test
 //!
@@ -60,6 +61,7 @@ pub mod kamailio;
 pub mod pcap;
 pub mod ports;
 pub mod process;
+pub mod rawcall;
 pub mod sipp;
 pub mod sipsak;
 pub mod tshark;
