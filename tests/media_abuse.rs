@@ -4,6 +4,12 @@
 //! latching, `media::admit`): a stranger who sprays the gate's RTP port with RFC 4733 events
 //! and in-band tones for wrong keys cannot type into the call.
 //!
+//! The latched caller itself sends a few garbage datagrams, changes SSRC with its clock 10 s
+//! behind (keys then count only because a new source restarts the RFC 4733 receiver), and
+//! jumps its clock without a new SSRC both ways (a step that reads as "back" made the gate
+//! deaf to RFC 4733 keys for the rest of the call before `call_media` restarted its receiver
+//! on it).
+//!
 //! The caller is `support::rawcall::Caller` straight to a running gate (trunks not
 //! registered); its RTP socket is the one its SDP offer names, so it is the source the gate
 //! latches onto. The stranger is a second UDP socket on 127.0.0.1. Keys are RFC 4733 events
@@ -378,8 +384,11 @@ fn the_latched_caller_authenticates_through_a_flood_and_no_injected_key_is_taken
                 legit.stream =
                     RtpSendStream::new(Ssrc(0x0bad_cafe), AUDIO_PT, rng.u32() as u16, behind);
             }
-            // After the PIN: a huge forward timestamp jump (just under 2^31, still "newer").
-            9 => legit.stream.skip(0x7000_0000),
+            // After the PIN, same SSRC: the clock jumps by 0x9000_0000, which serial-number
+            // arithmetic (RFC 3550 §A.1) reads as 0x7000_0000 samples back.
+            9 => legit.stream.skip(0x9000_0000),
+            // Inside the signal: a huge jump forward (just under 2^31, still "newer").
+            15 => legit.stream.skip(0x7000_0000),
             _ => {}
         }
     }
@@ -444,8 +453,11 @@ fn a_flood_on_the_media_port_leaves_the_call_up_with_bounded_logs_and_memory() {
     legit.audio(50);
     let rss_before = rss_kib(pid);
     let stranger = Stranger::spray(legit.gate_media, 5_000, Duration::from_secs(5), 0x5eed_0003);
-    // The caller keeps talking through the flood (about 5.5 s), then 1 s more.
-    legit.audio(275);
+    // The caller keeps talking through the whole flood (so the latch never goes quiet),
+    // then 1 s more.
+    while !stranger.thread.is_finished() {
+        legit.audio(1);
+    }
     let (sent, stolen, sprayed) = stranger.stop();
     let received_during = legit.received;
     legit.audio(50);

@@ -142,6 +142,8 @@ async fn run(
         rand::random(),
     );
     let mut events = Receiver::new(ReceiverConfig::default());
+    // Newest telephone-event timestamp of the current source (see `event_clock_restarted`).
+    let mut newest_event_ts: Option<u32> = None;
     let mut inband = match InbandDetector::new(p.inband) {
         Ok(d) => Some(d),
         Err(e) => {
@@ -227,11 +229,21 @@ async fn run(
                 if admission.counts().ssrc_changes != ssrc_changes {
                     // RFC 4733 §2.5.1.3 (via RFC 3550 §8.2): a new source restarts the events.
                     events = Receiver::new(ReceiverConfig::default());
+                    newest_event_ts = None;
                     ssrc_changes = admission.counts().ssrc_changes;
                 }
                 remote = admission.remote();
                 last_rtp = now;
                 if Some(pkt.payload_type) == p.telephone_event_pt {
+                    if event_clock_restarted(newest_event_ts, pkt.timestamp) {
+                        // Same SSRC, clock far behind: without a restart every later key
+                        // would be taken as a stale update of the last one.
+                        events.reset();
+                        newest_event_ts = None;
+                    }
+                    if newest_event_ts.is_none_or(|n| pkt.timestamp.wrapping_sub(n) < 1 << 31) {
+                        newest_event_ts = Some(pkt.timestamp);
+                    }
                     if events.handle_packet(now, pkt.marker, pkt.timestamp, pkt.payload).is_ok() {
                         while let Some(k) = events.poll_event() {
                             emit(merger.observe(Observation { digit: k.digit, source: DtmfSource::Rfc4733, start: k.start, end: k.end }));
@@ -270,6 +282,23 @@ async fn run(
             }
         }
     }
+}
+
+/// How far (in samples, 10 s) a telephone-event timestamp may fall behind the newest one of
+/// its source and still be a late packet (a repeated end packet, RFC 4733 §2.5.1.4, or an
+/// update overtaken in the network).
+const EVENT_CLOCK_RESTART_SAMPLES: u32 = 80_000;
+
+/// Whether a telephone-event stamped `ts` shows that the sender's RTP clock jumped (a huge
+/// step back, or forward by more than 2^31, which serial-number arithmetic, RFC 3550 §A.1,
+/// cannot tell apart) without a new SSRC. RFC 3550 §5.1 wants timestamps monotonic per
+/// source, but a gateway that re-anchors its stream may not change SSRC: the receiver is
+/// restarted rather than taking every later key as a stale update.
+fn event_clock_restarted(newest: Option<u32>, ts: u32) -> bool {
+    newest.is_some_and(|n| {
+        let behind = n.wrapping_sub(ts);
+        behind > EVENT_CLOCK_RESTART_SAMPLES && behind < 1 << 31
+    })
 }
 
 /// Longest gap in the audio's RTP timestamps filled with silence for the in-band detector
@@ -347,6 +376,23 @@ mod tests {
         assert_eq!(c.admit(Ssrc(1), 5000, 160), Admit::After(0));
         assert_eq!(c.admit(Ssrc(2), 4000, 160), Admit::After(0));
         assert_eq!(c.admit(Ssrc(2), 4160, 160), Admit::After(0));
+    }
+
+    #[test]
+    fn event_clock_restarts_only_on_a_step_back_beyond_late_packets() {
+        assert!(!event_clock_restarted(None, 5));
+        // Repeated end packets and overtaken updates: a little behind, or equal.
+        assert!(!event_clock_restarted(Some(100_000), 100_000));
+        assert!(!event_clock_restarted(Some(100_000), 100_000 - 8000));
+        // Newer, including across the wrap.
+        assert!(!event_clock_restarted(Some(100_000), 0x7000_0000));
+        assert!(!event_clock_restarted(Some(u32::MAX - 10), 200));
+        // A jump back, or forward by more than 2^31 (the same thing on the wire).
+        assert!(event_clock_restarted(Some(100_000), 100_000 - 80_001));
+        assert!(event_clock_restarted(
+            Some(1_000),
+            1_000u32.wrapping_add(0x9000_0000)
+        ));
     }
 
     #[test]
