@@ -210,6 +210,14 @@ async fn drive_console(
                     // Let the last bytes leave before the caller hangs up (nobody listens
                     // once the carrier is gone).
                     if reason != Reason::CarrierLost {
+                        // Output the console queued before it ended (a `status` typed
+                        // ahead of `quit`) goes to the line first.
+                        loop {
+                            let out = console.poll_tx(TX_CHUNK);
+                            if out.is_empty() || line.tx.send(out).await.is_err() {
+                                break;
+                            }
+                        }
                         line.drain(DRAIN_MAX).await;
                     }
                     return Driven::Ended(reason);
