@@ -170,6 +170,19 @@ fn white_noise(dbm0: f64, seed: u64) -> Far {
     })
 }
 
+/// `far` plus white noise at `dbm0`.
+fn noisy(mut far: Far, dbm0: f64) -> Far {
+    let mut noise = white_noise(dbm0, 0x0dd5);
+    let mut n = [0i16; FRAME];
+    Box::new(move |heard, out| {
+        far(heard, out);
+        noise(heard, &mut n[..out.len()]);
+        for (o, x) in out.iter_mut().zip(n.iter()) {
+            *o = o.saturating_add(*x);
+        }
+    })
+}
+
 /// Loop `pcm` forever.
 fn looped(pcm: Vec<i16>) -> Far {
     assert!(!pcm.is_empty());
@@ -411,16 +424,33 @@ fn pure_link_bad_lines_never_connect_and_stay_bounded() {
             "control: Bell 103 answerer",
             answerer(Modulation::Bell103, None),
         ),
+        // The steady-mark guard under line noise (answerers at -13 dBm0).
+        (
+            "control: V.21 answerer + noise -30 dBm0",
+            noisy(answerer(Modulation::V21, None), -30.0),
+        ),
+        (
+            "control: Bell 103 answerer + noise -30 dBm0",
+            noisy(answerer(Modulation::Bell103, None), -30.0),
+        ),
+        (
+            "control: V.21 answerer + noise -20 dBm0",
+            noisy(answerer(Modulation::V21, None), -20.0),
+        ),
+        (
+            "control: Bell 103 answerer + noise -20 dBm0",
+            noisy(answerer(Modulation::Bell103, None), -20.0),
+        ),
     ];
     println!(
-        "{:<27} {:<34} {:<40} {:>8} {:>6}",
+        "{:<44} {:<34} {:<40} {:>8} {:>6}",
         "case", "outcome", "attempts (ms)", "last ms", "data"
     );
     let mut failures = Vec::new();
     for (name, far) in cases {
         let r = run(far, WINDOW_MS);
         println!(
-            "{:<27} {:<34} {:<40} {:>8} {:>6}",
+            "{:<44} {:<34} {:<40} {:>8} {:>6}",
             name,
             r.outcome(),
             r.attempts(),

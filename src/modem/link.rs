@@ -739,6 +739,45 @@ mod tests {
         );
     }
 
+    /// Seeded Gaussian-ish noise (sum of four uniforms), RMS about `rms`.
+    fn noise(state: &mut u64, out: &mut [i16], rms: f32) {
+        for s in out.iter_mut() {
+            let mut sum = 0.0f32;
+            for _ in 0..4 {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                sum += (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            }
+            // Four uniforms of variance 1/12 each: variance 1/3.
+            *s = (sum * rms * 3f32.sqrt()).round() as i16;
+        }
+    }
+
+    #[test]
+    fn fsk_caller_does_not_connect_on_noise_in_its_receive_band() {
+        // -20 dBm0 noise (RMS about 1160): plenty of power in V.21 channel 2 for the carrier
+        // detector, but never the steady mark of an idle answerer.
+        let mut c = link(Role::Caller, &[Modulation::V21]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut tx, mut rx) = ([0i16; 160], [0i16; 160]);
+        let mut events = Vec::new();
+        for _ in 0..500 {
+            c.fill(&mut tx);
+            noise(&mut state, &mut rx, 1160.0);
+            c.push(&rx);
+            while let Some(e) = c.poll_event() {
+                events.push(e);
+            }
+        }
+        assert_eq!(
+            events,
+            vec![LinkEvent::Trying {
+                modulation: Modulation::V21
+            }]
+        );
+    }
+
     #[test]
     fn plan_merges_v22_into_v22bis_and_keeps_the_order() {
         let cfg = |role, m: &[Modulation]| LinkConfig {
