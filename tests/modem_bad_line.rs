@@ -10,8 +10,9 @@
 //!   simulated time. `cargo test --release --test modem_bad_line -- --nocapture` prints the
 //!   table (case, outcome, attempts with their times, time of the last event).
 //! - `live_*`: a real callback through Kamailio answered by a SIPp phone whose RTP the test
-//!   plays (espeak-ng speech); `modem.connect_timeout_s` 5: the audit's
-//!   `session.end:modem_training_failed` within the bound, and the phone gets the BYE.
+//!   plays (espeak-ng speech with `modem.connect_timeout_s` 5; a fax answerer, CED then V.21
+//!   flags, with 10): the audit's `session.end:modem_training_failed` within the bound, no
+//!   `modem.connect`, and the phone gets the BYE.
 //!
 //! The fax answerer's flags sit in V.21 channel 2, the band the V.21 attempt listens to: before
 //! this test the link connected to them (and to -20 dBm0 noise, and to V.21 channel-1 or Bell
@@ -492,9 +493,6 @@ fn pure_link_bad_lines_never_connect_and_stay_bounded() {
 
 // ---- live: a callback answered by speech ---------------------------------------------------
 
-/// `modem.connect_timeout_s` of the live case.
-const LIVE_CONNECT_TIMEOUT_S: u64 = 5;
-
 /// What the talking phone saw of the gate's RTP.
 struct Heard {
     /// The gate's first RTP packet (the call is answered, its link started).
@@ -550,9 +548,25 @@ async fn talk(socket: Arc<tokio::net::UdpSocket>, pcm: Vec<i16>, max: Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_callback_answered_by_speech_ends_training_failed_within_the_bound_with_a_bye() {
-    let pcm = speech();
+    live_bad_answer("speech", speech(), 5).await;
+}
+
+/// 10 s: the gate's V.21 attempt starts at about 6 s, when the flags are on the line (before
+/// the steady-mark guard the gate connected to them as V.21 at about 6.6 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_callback_answered_by_a_fax_ends_training_failed_within_the_bound_with_a_bye() {
+    let mut far = fax_answerer(true);
+    let mut pcm = vec![0i16; 8000 * 30];
+    far(&[], &mut pcm);
+    live_bad_answer("fax CED + V.21 flags", pcm, 10).await;
+}
+
+/// A callback through Kamailio answered by a phone playing `pcm`: the audit says
+/// `session.end:modem_training_failed` `connect_timeout_s` after the answer (no
+/// `modem.connect`), and the phone gets the gate's BYE.
+async fn live_bad_answer(what: &str, pcm: Vec<i16>, connect_timeout_s: u64) {
     let (k, gate) = gate_pbx::pbx_and_gate(json!({
-        "modem": { "connect_timeout_s": LIVE_CONNECT_TIMEOUT_S }
+        "modem": { "connect_timeout_s": connect_timeout_s }
     }));
     let rtp = Arc::new(
         tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -576,7 +590,10 @@ async fn live_callback_answered_by_speech_ends_training_failed_within_the_bound_
         gate.log()
     );
     let ended = tokio::task::block_in_place(|| {
-        gate.wait_audit("session.end:modem_training_failed", Duration::from_secs(20))
+        gate.wait_audit(
+            "session.end:modem_training_failed",
+            Duration::from_secs(connect_timeout_s + 10),
+        )
     });
     let seen_at = Instant::now();
     let heard = talker.await.expect("talker");
@@ -590,12 +607,12 @@ async fn live_callback_answered_by_speech_ends_training_failed_within_the_bound_
         .expect("the gate sent RTP on the answered callback");
     let after = seen_at.saturating_duration_since(first);
     println!(
-        "speech answerer: session.end:modem_training_failed {after:?} after the gate's first \
-         RTP; {} speech packets sent; gate RTP for {:?}",
+        "{what} answerer: session.end:modem_training_failed {after:?} after the gate's first \
+         RTP; {} packets sent; gate RTP for {:?}",
         heard.sent,
         heard.last.map(|l| l.saturating_duration_since(first))
     );
-    let bound = Duration::from_secs(LIVE_CONNECT_TIMEOUT_S);
+    let bound = Duration::from_secs(connect_timeout_s);
     assert!(
         after >= bound - Duration::from_millis(500) && after <= bound + Duration::from_secs(3),
         "ended {after:?} after answer, bound {bound:?}"
