@@ -10,7 +10,11 @@
 //!   in the ITU-T V.25 sequence the answering station sends the answer tone, at least 75 ms of
 //!   silence, then its modem signal, which the calling modem answers), and a 2100 Hz answer
 //!   tone (V.25 ANS, which Bell 103's answer band would take for carrier) never counts as that
-//!   carrier: CONNECT needs [`FSK_CONNECT_MS`] of carrier with no ANS.
+//!   carrier: CONNECT needs [`FSK_CONNECT_MS`] of carrier with no ANS and no start bit in it
+//!   (an idle answering modem sends steady mark, binary 1; noise, speech, another modem's band
+//!   leaking through the channel filter or fax HDLC flags make the receiver's UART see start
+//!   bits, so they never qualify — the V.21/Bell analogue of V.22bis qualifying 155 ms of
+//!   unscrambled ones).
 //! - **Answerer (the administrator's side).** Only the first modulation: V.22bis/V.22 start
 //!   with the V.25 answer tone (in [`V22bisModem`]); V.21 sends ANS for [`ANS_MS`] (V.25:
 //!   2.6–4.0 s), [`POST_ANS_MS`] of silence (V.25: 75 ± 20 ms), then its channel-2 mark; Bell
@@ -49,8 +53,9 @@ pub const AFTER_ANS_MS: u64 = 3000;
 pub const BELL_TONE_MS: u64 = 3000;
 /// ... and any attempt that is not the last after this long in all.
 pub const ATTEMPT_MAX_MS: u64 = 10_000;
-/// An FSK caller connects once the far carrier has lasted this long with no ANS present
-/// (longer than the 500 ms the answer-tone detector needs to recognise ANS).
+/// An FSK caller connects once the far carrier has lasted this long as steady mark (no start
+/// bit) with no ANS present (longer than the 500 ms the answer-tone detector needs to
+/// recognise ANS).
 pub const FSK_CONNECT_MS: u64 = 600;
 /// Steady mark an FSK end sends before its first character (on CONNECT for the caller,
 /// after the answer tone for the answerer): 60 bit times for the far end's carrier detector
@@ -345,6 +350,18 @@ impl Link {
                     Some(FskEvent::CarrierDown) => {
                         self.carrier_since = None;
                         Some(LinkEvent::CarrierLost)
+                    }
+                    // Before CONNECT a caller waits for the answerer's idle mark: a start
+                    // bit (a character, framing or parity error) means the far signal is not
+                    // a steady mark (noise, speech, a modem in another band leaking through
+                    // the channel filter, fax flags), so the connect guard starts over.
+                    Some(FskEvent::Data(_) | FskEvent::FramingError | FskEvent::ParityError)
+                        if !self.connected && self.role == Role::Caller =>
+                    {
+                        if self.carrier_since.is_some() {
+                            self.carrier_since = Some(self.now);
+                        }
+                        None
                     }
                     Some(FskEvent::Data(b)) => Some(LinkEvent::Data(b)),
                     Some(_) => None,
@@ -718,6 +735,45 @@ mod tests {
             ce,
             vec![LinkEvent::Trying {
                 modulation: Modulation::V22bis
+            }]
+        );
+    }
+
+    /// Seeded Gaussian-ish noise (sum of four uniforms), RMS about `rms`.
+    fn noise(state: &mut u64, out: &mut [i16], rms: f32) {
+        for s in out.iter_mut() {
+            let mut sum = 0.0f32;
+            for _ in 0..4 {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                sum += (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            }
+            // Four uniforms of variance 1/12 each: variance 1/3.
+            *s = (sum * rms * 3f32.sqrt()).round() as i16;
+        }
+    }
+
+    #[test]
+    fn fsk_caller_does_not_connect_on_noise_in_its_receive_band() {
+        // -20 dBm0 noise (RMS about 1160): plenty of power in V.21 channel 2 for the carrier
+        // detector, but never the steady mark of an idle answerer.
+        let mut c = link(Role::Caller, &[Modulation::V21]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut tx, mut rx) = ([0i16; 160], [0i16; 160]);
+        let mut events = Vec::new();
+        for _ in 0..500 {
+            c.fill(&mut tx);
+            noise(&mut state, &mut rx, 1160.0);
+            c.push(&rx);
+            while let Some(e) = c.poll_event() {
+                events.push(e);
+            }
+        }
+        assert_eq!(
+            events,
+            vec![LinkEvent::Trying {
+                modulation: Modulation::V21
             }]
         );
     }
