@@ -313,6 +313,52 @@ fn spandsp_link_survives_a_lost_frame_every_4_seconds() {
     }
 }
 
+/// Issue 5's interop figure for the FSK modes: each of our four modes against spandsp, an
+/// exact echo of 64 KiB over 20 seeds of random start delay (0-1 s), laws alternating. About
+/// 36 min of line time per case at 300 bit/s, simulated in lock-step frames.
+#[test]
+#[ignore = "soak: FSK_SOAK_BYTES / FSK_SOAK_SEEDS (default 65536 / 20), run with --release"]
+fn soak_spandsp_echoes_64_kib_for_every_mode_over_20_seeds() {
+    let bytes: usize = std::env::var("FSK_SOAK_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(65_536);
+    let seeds: u64 = std::env::var("FSK_SOAK_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_harness(dir.path());
+    for ours in [
+        FskMode::V21Caller,
+        FskMode::V21Answerer,
+        FskMode::Bell103Originate,
+        FskMode::Bell103Answer,
+    ] {
+        for seed in 0..seeds {
+            let mut noise = support::Noise::new(5000 + seed);
+            let msg: Vec<u8> = (0..bytes).map(|_| noise.next_u64() as u8).collect();
+            let law = if seed % 2 == 0 { Law::Mu } else { Law::A };
+            let delay = (noise.next_u64() % 51) as usize;
+            let started = std::time::Instant::now();
+            let ev = echo_through_spandsp(&exe, ours, law, &msg, delay);
+            assert_eq!(
+                ev.first(),
+                Some(&ModemEvent::CarrierUp),
+                "{ours:?} seed {seed}"
+            );
+            assert!(
+                !ev.contains(&ModemEvent::CarrierDown),
+                "{ours:?} seed {seed}"
+            );
+            eprintln!(
+                "{ours:?} {law:?} seed {seed} delay {delay}: {bytes} bytes echoed exactly in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 fn longest_common_subsequence(a: &[u8], b: &[u8]) -> usize {
     let mut row = vec![0usize; b.len() + 1];
     for &x in a {

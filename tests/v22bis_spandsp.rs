@@ -2,7 +2,7 @@
 //! roles, through G.711 in lock-step 20 ms frames. The C harness (`tests/c/v22bis_harness.c`)
 //! is built by the test with `cc` and echoes every byte its modem receives.
 //!
-//! The full soak (64 KiB × 20 seeds) is `V22_SOAK_BYTES=65536 V22_SOAK_SEEDS=20 cargo test
+//! The full soak (64 KiB × 20 seeds, V.22bis and V.22, both roles) is `V22_SOAK_BYTES=65536 V22_SOAK_SEEDS=20 cargo test
 //! --release --test v22bis_spandsp -- --ignored`.
 #[path = "modem_common/mod.rs"]
 mod common;
@@ -311,6 +311,9 @@ fn soak_against_spandsp_both_roles() {
         .unwrap_or(20);
     cases(Role::Caller, Rate::R2400, 2400, 2400, bytes, seeds);
     cases(Role::Answerer, Rate::R2400, 2400, 2400, bytes, seeds);
+    // V.22 (1200 bit/s) on both sides: the same soak at the lower rate.
+    cases(Role::Caller, Rate::R1200, 1200, 1200, bytes, seeds);
+    cases(Role::Answerer, Rate::R1200, 1200, 1200, bytes, seeds);
 }
 
 #[test]
