@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +17,8 @@ use dialback::media::g711::Law;
 use dialback::modem::v22bis::{Rate, Role};
 use dialback::runtime::modem_media::{self, LineEvent, LineModem, LineParams, ModemLine};
 use serde_json::{json, Value};
-use support::dialback::{free_port, Gate};
+use support::dialback::Gate;
+use support::gate_pbx;
 use support::kamailio::Kamailio;
 use support::sipp::Sipp;
 use support::uac::{self, Register};
@@ -38,55 +37,18 @@ const ENV: &[(&str, &str)] = &[
 ];
 
 fn dialplan(k: &Kamailio, target_port: u16) -> Value {
-    let example: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/dialplans/example.json"
-        ))
-        .expect("example"),
+    gate_pbx::dialplan(
+        k,
+        json!({
+            "callback": { "ring_timeout_s": 5 },
+            "modem": { "modulations": ["v22bis", "v21"], "target": format!("tcp:127.0.0.1:{target_port}"),
+                       "idle_s": 30, "max_s": 120, "login_tries": 2, "connect_timeout_s": 20 }
+        }),
     )
-    .expect("json");
-    let mut admins = example["admins"].clone();
-    admins[0]["numbers"] = json!([format!("sip:1001@127.0.0.1:{}", k.port())]);
-    let pbx = k.sip_uri();
-    json!({
-        "trunks": {
-            "user": { "listen": format!("127.0.0.1:{}", free_port()), "register": false, "aor": "sip:gate-user@127.0.0.1" },
-            "admin": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
-                       "aor": "sip:gate-admin@127.0.0.1", "auth_username": "gate-admin", "password_env": "T_ADMIN_PW" },
-            "originate": { "listen": format!("127.0.0.1:{}", free_port()), "proxy": pbx,
-                           "from": "sip:gate-out@127.0.0.1", "auth_username": "gate-out", "password_env": "T_OUT_PW" }
-        },
-        "admins": admins,
-        "security": { "digest_algorithms": ["MD5"] },
-        "callback": { "delay_ms": 300, "ring_timeout_s": 5 },
-        "modem": { "modulations": ["v22bis", "v21"], "target": format!("tcp:127.0.0.1:{target_port}"),
-                   "idle_s": 30, "max_s": 120, "login_tries": 2, "connect_timeout_s": 20 }
-    })
 }
 
 fn maintain(k: &Kamailio) -> Option<i32> {
-    let mut file = tempfile::NamedTempFile::new().expect("temp");
-    let to = k.sip_addr();
-    let body = "MAINTAIN-1";
-    write!(
-        file,
-        "MESSAGE sip:gate-admin@{to} SIP/2.0\r\nFrom: <sip:roaming-admin@127.0.0.1>;tag=t1\r\nTo: <sip:gate-admin@{to}>\r\nCall-ID: tcp-{}@127.0.0.1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        std::process::id(),
-        body.len()
-    )
-    .expect("write");
-    Command::new("sipsak")
-        .arg("-f")
-        .arg(file.path())
-        .arg("-s")
-        .arg(format!("sip:gate-admin@{to}"))
-        .args(["-u", "1001", "-a", "demo-secret-1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("sipsak")
-        .code()
+    gate_pbx::maintain(k, gate_pbx::ADMIN_1)
 }
 
 /// A TCP service that greets, echoes, and closes after a line `bye`; counts connections.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::dialback::{free_port, Gate};
+use support::gate_pbx;
 use support::kamailio::Kamailio;
 
 const SUBSCRIBERS: &[(&str, &str)] = &[
@@ -35,30 +36,14 @@ const SCRIPT: &str = "1001\n2468\nstatus\nquit\n";
 
 /// The gate behind Kamailio; admin 1's number is 1001 at the PBX (where dial-in registers).
 fn dialplan(k: &Kamailio, modulation: &str) -> Value {
-    let example: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/dialplans/example.json"
-        ))
-        .expect("example"),
+    gate_pbx::dialplan(
+        k,
+        json!({
+            "callback": { "ring_timeout_s": 10 },
+            "modem": { "modulations": [modulation], "target": "console", "idle_s": 30, "max_s": 120,
+                       "login_tries": 2, "connect_timeout_s": 20 }
+        }),
     )
-    .expect("json");
-    let mut admins = example["admins"].clone();
-    admins[0]["numbers"] = json!([format!("sip:1001@127.0.0.1:{}", k.port())]);
-    let pbx = k.sip_uri();
-    json!({
-        "trunks": {
-            "user": { "listen": format!("127.0.0.1:{}", free_port()), "register": false, "aor": "sip:gate-user@127.0.0.1" },
-            "admin": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
-                       "aor": "sip:gate-admin@127.0.0.1", "auth_username": "gate-admin", "password_env": "T_ADMIN_PW" },
-            "originate": { "listen": format!("127.0.0.1:{}", free_port()), "proxy": pbx,
-                           "from": "sip:gate-out@127.0.0.1", "auth_username": "gate-out", "password_env": "T_OUT_PW" }
-        },
-        "admins": admins,
-        "security": { "digest_algorithms": ["MD5"] },
-        "callback": { "delay_ms": 300, "ring_timeout_s": 10 },
-        "modem": { "modulations": [modulation], "target": "console", "idle_s": 30, "max_s": 120, "login_tries": 2 }
-    })
 }
 
 struct Run {

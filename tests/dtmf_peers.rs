@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::baresip::{Baresip, BaresipOptions};
-use support::dialback::{pbx_dialplan, private_rtp_range, Gate, TRUNK_ENV, TRUNK_SUBSCRIBERS};
+use support::dialback::{private_rtp_range, Gate};
+use support::gate_pbx::{pbx_dialplan, ENV as TRUNK_ENV, TRUNK_SUBSCRIBERS};
 use support::kamailio::{Kamailio, KamailioOptions};
 use support::tshark::Capture;
 

@@ -22,55 +22,6 @@ pub fn free_port() -> u16 {
     panic!("no free port on 127.0.0.1");
 }
 
-/// The gate's trunk accounts at the test PBX (`Kamailio::start` subscribers).
-pub const TRUNK_SUBSCRIBERS: &[(&str, &str)] = &[
-    ("gate-user", "user-pw"),
-    ("gate-admin", "admin-pw"),
-    ("gate-out", "out-pw"),
-];
-
-/// The trunk passwords of [`pbx_dialplan`], as environment for [`Gate::start`].
-pub const TRUNK_ENV: &[(&str, &str)] = &[
-    ("T_USER_PW", "user-pw"),
-    ("T_ADMIN_PW", "admin-pw"),
-    ("T_OUT_PW", "out-pw"),
-];
-
-/// A dialplan for a gate behind the test PBX at `pbx_uri` (`Kamailio::sip_uri`): user and
-/// admin trunks registered there, the originate trunk proxied through it, the example
-/// dialplan's administrators (1001 / PIN 2468 / digit 1, ...) with admin 1's callback numbers
-/// replaced by `admin1_numbers`; short callback timings, and a 2 s modem connect timeout so an
-/// answered callback without a modem ends quickly (`session.end:modem_training_failed`).
-pub fn pbx_dialplan(pbx_uri: &str, admin1_numbers: &[String]) -> Value {
-    let example: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/dialplans/example.json"
-        ))
-        .expect("example dialplan"),
-    )
-    .expect("example dialplan is JSON");
-    let mut admins = example["admins"].clone();
-    admins[0]["numbers"] = json!(admin1_numbers);
-    json!({
-        "trunks": {
-            "user": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx_uri,
-                      "aor": "sip:gate-user@127.0.0.1", "auth_username": "gate-user",
-                      "password_env": "T_USER_PW", "expires_s": 60 },
-            "admin": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx_uri,
-                       "aor": "sip:gate-admin@127.0.0.1", "auth_username": "gate-admin",
-                       "password_env": "T_ADMIN_PW", "expires_s": 60 },
-            "originate": { "listen": format!("127.0.0.1:{}", free_port()), "proxy": pbx_uri,
-                           "from": "sip:gate-out@127.0.0.1", "auth_username": "gate-out",
-                           "password_env": "T_OUT_PW" }
-        },
-        "admins": admins,
-        "security": { "digest_algorithms": ["MD5"] },
-        "callback": { "delay_ms": 300, "ring_timeout_s": 5, "answered_hold_s": 1 },
-        "modem": { "connect_timeout_s": 2 }
-    })
-}
-
 /// A range of 40 ports for a gate's `media.rtp_ports`, starting at an even port that was free,
 /// away from the default range, so that a capture filter (`portrange LOW-HIGH`) can name the
 /// gate's RTP and parallel tests rarely share it (the gate skips ports in use).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::dialback::{free_port, Gate};
+use super::dialback::{free_port, mentions, Gate};
 use super::kamailio::Kamailio;
 use super::sipp::{Sipp, SippRun};
 use super::uac::{self, Register};
@@ -24,6 +24,13 @@ pub const SUBSCRIBERS: &[(&str, &str)] = &[
     ("1001", "phone-pw"),
     ("1002", "phone2-pw"),
     ("1003", "phone3-pw"),
+];
+
+/// The gate's three trunk subscribers alone (tests that add their own phones).
+pub const TRUNK_SUBSCRIBERS: &[(&str, &str)] = &[
+    ("gate-user", "user-pw"),
+    ("gate-admin", "admin-pw"),
+    ("gate-out", "out-pw"),
 ];
 
 /// The trunk password variables the dialplan of [`dialplan`] names.
@@ -52,18 +59,22 @@ pub const SECRETS: &[&str] = &[
 /// The demo PINs: digits, so only counted when not part of a longer run (ports, times).
 pub const PINS: &[&str] = &["2468", "1357"];
 
-/// `dialplans/example.json`'s admins, admin 1 calling back `sip:1001@pbx` and admin 2
-/// `sip:1002@pbx`.
-pub fn example_admins(k: &Kamailio) -> Value {
-    let example: Value = serde_json::from_str(
+/// `dialplans/example.json`.
+pub fn example_dialplan() -> Value {
+    serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/dialplans/example.json"
         ))
         .expect("example dialplan"),
     )
-    .expect("example dialplan is JSON");
-    let mut admins = example["admins"].clone();
+    .expect("example dialplan is JSON")
+}
+
+/// `dialplans/example.json`'s admins, admin 1 calling back `sip:1001@pbx` and admin 2
+/// `sip:1002@pbx`.
+pub fn example_admins(k: &Kamailio) -> Value {
+    let mut admins = example_dialplan()["admins"].clone();
     admins[0]["numbers"] = json!([format!("sip:1001@127.0.0.1:{}", k.port())]);
     admins[1]["numbers"] = json!([format!("sip:1002@127.0.0.1:{}", k.port())]);
     admins
@@ -85,7 +96,23 @@ pub fn merge(base: &mut Value, over: &Value) {
 /// the PBX, example admins, MD5 digest (sipsak), short callback timings; `over` is merged on
 /// top (e.g. `json!({"callback": {"delay_ms": 0}})`).
 pub fn dialplan(k: &Kamailio, over: Value) -> Value {
-    let pbx = k.sip_uri();
+    dialplan_at(&k.sip_uri(), example_admins(k), over)
+}
+
+/// [`dialplan`] for a PBX at `pbx_uri`, with admin 1 calling back `admin1_numbers` only and
+/// an answered callback held 1 s.
+pub fn pbx_dialplan(pbx_uri: &str, admin1_numbers: &[String]) -> Value {
+    let mut admins = example_dialplan()["admins"].clone();
+    admins[0]["numbers"] = json!(admin1_numbers);
+    dialplan_at(
+        pbx_uri,
+        admins,
+        json!({ "callback": { "answered_hold_s": 1 } }),
+    )
+}
+
+/// The dialplan of [`dialplan`] with the PBX at `pbx` and the given admins.
+pub fn dialplan_at(pbx: &str, admins: Value, over: Value) -> Value {
     let mut plan = json!({
         "trunks": {
             "user": { "listen": format!("127.0.0.1:{}", free_port()), "registrar": pbx,
@@ -98,7 +125,7 @@ pub fn dialplan(k: &Kamailio, over: Value) -> Value {
                            "from": "sip:gate-out@127.0.0.1", "auth_username": "gate-out",
                            "password_env": "T_OUT_PW" }
         },
-        "admins": example_admins(k),
+        "admins": admins,
         "security": { "digest_algorithms": ["MD5"] },
         "callback": { "delay_ms": 300, "ring_timeout_s": 5, "answered_hold_s": 2 },
         "modem": { "connect_timeout_s": 2 }
@@ -237,12 +264,6 @@ pub fn assert_no_secret(audit: &str, log: &str) {
         assert!(!all.contains(secret), "{secret} leaked");
     }
     for pin in PINS {
-        let hits = all.match_indices(pin).filter(|(i, _)| {
-            let before = all[..*i].chars().next_back();
-            let after = all[i + pin.len()..].chars().next();
-            !before.is_some_and(|c| c.is_ascii_alphanumeric())
-                && !after.is_some_and(|c| c.is_ascii_alphanumeric())
-        });
-        assert_eq!(hits.count(), 0, "PIN {pin} leaked");
+        assert!(!mentions(&all, pin), "PIN {pin} leaked");
     }
 }
