@@ -366,7 +366,7 @@ fn run(config: &std::path::Path) -> ExitCode {
         })?;
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            dialback::runtime::wait_for_signal().await;
             info!("signal received");
             let _ = tx.send(true);
         });
@@ -381,27 +381,5 @@ fn run(config: &std::path::Path) -> ExitCode {
             eprintln!("dialback: {msg}");
             ExitCode::from(code)
         }
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -643,7 +643,7 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
     };
     let outcome = tokio::select! {
         r = signal_and_wait => r.map_err(DialInError::from),
-        _ = tokio::signal::ctrl_c() => Err(DialInError::Interrupted),
+        _ = crate::runtime::wait_for_signal() => Err(DialInError::Interrupted),
     };
     let cb = match outcome {
         Ok(cb) => cb,
@@ -753,7 +753,7 @@ pub async fn run(s: Settings, secrets: Secrets) -> Result<Summary, DialInError> 
             _ = tokio::time::sleep_until(eof_deadline), if !stdin_open && drained => {
                 break "input ended";
             }
-            _ = tokio::signal::ctrl_c() => break "interrupted",
+            _ = crate::runtime::wait_for_signal() => break "interrupted",
         }
     };
     if raw.is_some() {
