@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dialback::media::g711::Law;
@@ -16,8 +15,6 @@ use serde_json::{json, Value};
 use support::dialback::Gate;
 use support::gate_pbx;
 use support::kamailio::Kamailio;
-use support::sipp::Sipp;
-use support::uac::{self, Register};
 
 const SUBSCRIBERS: &[(&str, &str)] = &[
     ("gate-user", "user-pw"),
@@ -62,24 +59,7 @@ async fn read_until(line: &mut ModemLine, needle: &str, within: Duration) -> Str
 
 async fn session(pin: &str, id: &str) -> (Gate, support::sipp::SippOutcome, String) {
     let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
-    let rtp = Arc::new(
-        tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("rtp"),
-    );
-    let rtp_port = rtp.local_addr().expect("addr").port();
-    let phone = Sipp::scenario("uas_answer_modem.xml")
-        .var("modem_port", &rtp_port.to_string())
-        .timeout(Duration::from_secs(90))
-        .serve()
-        .expect("phone");
-    uac::register(&Register::new(
-        k.sip_addr(),
-        "1001",
-        "phone-pw",
-        &format!("sip:1001@127.0.0.1:{}", phone.port()),
-    ))
-    .expect("phone registers");
+    let (rtp, phone) = gate_pbx::modem_phone(&k, Duration::from_secs(90)).await;
     let gate = Gate::start(dialplan(&k), ENV).expect("dialback starts");
     assert!(
         k.wait_registered("gate-admin", Duration::from_secs(10)),

@@ -20,8 +20,6 @@ use serde_json::{json, Value};
 use support::dialback::Gate;
 use support::gate_pbx;
 use support::kamailio::Kamailio;
-use support::sipp::Sipp;
-use support::uac::{self, Register};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SUBSCRIBERS: &[(&str, &str)] = &[
@@ -103,24 +101,7 @@ async fn read_until(line: &mut ModemLine, needle: &str, within: Duration, gate: 
 async fn callback_falls_back_to_v21_and_bridges_to_the_tcp_target_after_relogin() {
     let (target_port, accepted) = echo_service().await;
     let k = Kamailio::start(SUBSCRIBERS).expect("kamailio");
-    let rtp = Arc::new(
-        tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("rtp"),
-    );
-    let rtp_port = rtp.local_addr().expect("addr").port();
-    let phone = Sipp::scenario("uas_answer_modem.xml")
-        .var("modem_port", &rtp_port.to_string())
-        .timeout(Duration::from_secs(90))
-        .serve()
-        .expect("phone");
-    uac::register(&Register::new(
-        k.sip_addr(),
-        "1001",
-        "phone-pw",
-        &format!("sip:1001@127.0.0.1:{}", phone.port()),
-    ))
-    .expect("phone registers");
+    let (rtp, phone) = gate_pbx::modem_phone(&k, Duration::from_secs(90)).await;
     let gate = Gate::start(dialplan(&k, target_port), ENV).expect("dialback starts");
     assert!(
         k.wait_registered("gate-admin", Duration::from_secs(10)),

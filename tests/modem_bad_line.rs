@@ -36,7 +36,6 @@ use dialback::modem::uart::UartConfig;
 use dialback::modem::v22bis::Role;
 use serde_json::json;
 use support::gate_pbx;
-use support::sipp::Sipp;
 
 /// 20 ms at 8 kHz.
 const FRAME: usize = 160;
@@ -568,20 +567,7 @@ async fn live_bad_answer(what: &str, pcm: Vec<i16>, connect_timeout_s: u64) {
     let (k, gate) = gate_pbx::pbx_and_gate(json!({
         "modem": { "connect_timeout_s": connect_timeout_s }
     }));
-    let rtp = Arc::new(
-        tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("rtp"),
-    );
-    let rtp_port = rtp.local_addr().expect("addr").port();
-    let phone = gate_pbx::phone(
-        &k,
-        Sipp::scenario("uas_answer_modem.xml")
-            .var("modem_port", &rtp_port.to_string())
-            .timeout(Duration::from_secs(30)),
-        "1001",
-        "phone-pw",
-    );
+    let (rtp, phone) = gate_pbx::modem_phone(&k, Duration::from_secs(30)).await;
     let talker = tokio::spawn(talk(rtp, pcm, Duration::from_secs(25)));
     assert_eq!(
         gate_pbx::maintain(&k, gate_pbx::ADMIN_1),

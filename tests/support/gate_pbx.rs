@@ -161,6 +161,30 @@ pub fn phone(k: &Kamailio, sipp: Sipp, user: &str, password: &str) -> SippRun {
     run
 }
 
+/// Admin 1's phone for a modem callback: a socket of the test's own for the call's RTP (the
+/// test runs a modem or plays audio on it) and SIPp `uas_answer_modem.xml` answering with
+/// that port in its SDP, registered at Kamailio as 1001; SIPp gives up after `within`.
+pub async fn modem_phone(
+    k: &Kamailio,
+    within: Duration,
+) -> (std::sync::Arc<tokio::net::UdpSocket>, SippRun) {
+    let rtp = std::sync::Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("rtp socket"),
+    );
+    let rtp_port = rtp.local_addr().expect("rtp address").port();
+    let run = phone(
+        k,
+        Sipp::scenario("uas_answer_modem.xml")
+            .var("modem_port", &rtp_port.to_string())
+            .timeout(within),
+        "1001",
+        "phone-pw",
+    );
+    (rtp, run)
+}
+
 /// One administrator MESSAGE through the PBX.
 pub struct Message<'a> {
     /// The gate trunk's user part: `gate-admin` or `gate-user`.
