@@ -256,9 +256,9 @@ async fn run(
                         for (o, b) in samples.iter_mut().zip(pkt.payload.iter()) {
                             *o = p.law.decode(*b);
                         }
-                        match clock.admit(pkt.ssrc, pkt.timestamp, n) {
-                            Admit::Late => {}
-                            Admit::After(gap) => {
+                        match clock.place(pkt.ssrc, pkt.timestamp, n) {
+                            Placement::Late => {}
+                            Placement::After(gap) => {
                                 // Silence suppression or loss: the gap is played as silence,
                                 // so pauses between keys keep their length (Q.24 timing).
                                 for _ in 0..gap / FRAME {
@@ -317,7 +317,7 @@ struct InbandClock {
 
 /// What to do with an audio packet.
 #[derive(Debug, PartialEq, Eq)]
-enum Admit {
+enum Placement {
     /// Older than what was played (reordered or duplicated): not for the detector.
     Late,
     /// Play it after this many samples of silence.
@@ -327,7 +327,7 @@ enum Admit {
 impl InbandClock {
     /// Place a packet of `len` samples stamped `ts` from `ssrc`; a new SSRC starts a new
     /// media clock (RFC 3550 §5.1: timestamps of different sources are unrelated).
-    fn admit(&mut self, ssrc: Ssrc, ts: u32, len: usize) -> Admit {
+    fn place(&mut self, ssrc: Ssrc, ts: u32, len: usize) -> Placement {
         // Serial-number comparison (RFC 3550 §A.1 style): a gap over 2^31 is a step back.
         let gap = match self.next {
             Some((s, next)) if s == ssrc => ts.wrapping_sub(next),
@@ -335,13 +335,13 @@ impl InbandClock {
         };
         let back = gap.wrapping_neg();
         if gap > u32::MAX / 2 && back <= MAX_FILL_SAMPLES {
-            return Admit::Late;
+            return Placement::Late;
         }
         let fill = if gap <= MAX_FILL_SAMPLES { gap } else { 0 };
         // `len` is at most a 960-sample buffer, so the u32 cast is exact.
         self.next = Some((ssrc, ts.wrapping_add(len as u32)));
         self.pushed += u64::from(fill) + len as u64;
-        Admit::After(fill as usize)
+        Placement::After(fill as usize)
     }
 
     /// The instant of the detector's sample 0, if the newest sample arrived at `now`.
@@ -358,24 +358,24 @@ mod tests {
     fn inband_clock_fills_suppressed_silence_and_drops_late_packets() {
         let mut c = InbandClock::default();
         let s = Ssrc(7);
-        assert_eq!(c.admit(s, 1000, 160), Admit::After(0));
-        assert_eq!(c.admit(s, 1160, 160), Admit::After(0));
+        assert_eq!(c.place(s, 1000, 160), Placement::After(0));
+        assert_eq!(c.place(s, 1160, 160), Placement::After(0));
         // 300 ms of suppressed silence.
-        assert_eq!(c.admit(s, 1320 + 2400, 160), Admit::After(2400));
+        assert_eq!(c.place(s, 1320 + 2400, 160), Placement::After(2400));
         // A reordered packet from before.
-        assert_eq!(c.admit(s, 1320, 160), Admit::Late);
+        assert_eq!(c.place(s, 1320, 160), Placement::Late);
         assert_eq!(c.pushed, 160 * 3 + 2400);
         // A jump far away: played at once, no fill.
-        assert_eq!(c.admit(s, 0x8000_0000, 160), Admit::After(0));
-        assert_eq!(c.admit(s, 0x8000_00A0, 160), Admit::After(0));
+        assert_eq!(c.place(s, 0x8000_0000, 160), Placement::After(0));
+        assert_eq!(c.place(s, 0x8000_00A0, 160), Placement::After(0));
     }
 
     #[test]
     fn inband_clock_restarts_on_a_new_ssrc_even_a_little_behind() {
         let mut c = InbandClock::default();
-        assert_eq!(c.admit(Ssrc(1), 5000, 160), Admit::After(0));
-        assert_eq!(c.admit(Ssrc(2), 4000, 160), Admit::After(0));
-        assert_eq!(c.admit(Ssrc(2), 4160, 160), Admit::After(0));
+        assert_eq!(c.place(Ssrc(1), 5000, 160), Placement::After(0));
+        assert_eq!(c.place(Ssrc(2), 4000, 160), Placement::After(0));
+        assert_eq!(c.place(Ssrc(2), 4160, 160), Placement::After(0));
     }
 
     #[test]
@@ -398,15 +398,15 @@ mod tests {
     #[test]
     fn inband_clock_handles_the_timestamp_wrap() {
         let mut c = InbandClock::default();
-        assert_eq!(c.admit(Ssrc(1), u32::MAX - 159, 160), Admit::After(0));
-        assert_eq!(c.admit(Ssrc(1), 160, 160), Admit::After(160));
+        assert_eq!(c.place(Ssrc(1), u32::MAX - 159, 160), Placement::After(0));
+        assert_eq!(c.place(Ssrc(1), 160, 160), Placement::After(160));
     }
 
     #[test]
     fn inband_clock_anchor_puts_the_newest_sample_at_now() {
         let mut c = InbandClock::default();
-        let _ = c.admit(Ssrc(1), 0, 160);
-        let _ = c.admit(Ssrc(1), 160 + 8000 - 160, 160);
+        let _ = c.place(Ssrc(1), 0, 160);
+        let _ = c.place(Ssrc(1), 160 + 8000 - 160, 160);
         let now = Instant::now() + Duration::from_secs(10);
         let origin = c.anchor(now).unwrap();
         assert_eq!(now - origin, Duration::from_micros(8160 * 125));

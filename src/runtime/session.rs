@@ -161,14 +161,8 @@ async fn drive_console(
     let mut end = Reason::Hangup;
     loop {
         // Output to the line, as fast as the modem takes it (the channel is bounded).
-        loop {
-            let out = console.poll_tx(TX_CHUNK);
-            if out.is_empty() {
-                break;
-            }
-            if line.tx.send(out).await.is_err() {
-                return Driven::Ended(Reason::CarrierLost);
-            }
+        if !flush_console(console, line).await {
+            return Driven::Ended(Reason::CarrierLost);
         }
         let mut handled = false;
         while let Some(ev) = console.poll_event() {
@@ -212,13 +206,9 @@ async fn drive_console(
                     if reason != Reason::CarrierLost {
                         // Output the console queued before it ended (a `status` typed
                         // ahead of `quit`) goes to the line first.
-                        loop {
-                            let out = console.poll_tx(TX_CHUNK);
-                            if out.is_empty() || line.tx.send(out).await.is_err() {
-                                break;
-                            }
+                        if flush_console(console, line).await {
+                            line.drain(DRAIN_MAX).await;
                         }
-                        line.drain(DRAIN_MAX).await;
                     }
                     return Driven::Ended(reason);
                 }
@@ -252,6 +242,19 @@ async fn drive_console(
         }
         if console.is_closed() {
             return Driven::Ended(end);
+        }
+    }
+}
+
+/// Hands everything the console has queued to the line; false when the line is gone.
+async fn flush_console(console: &mut Console, line: &ModemLine) -> bool {
+    loop {
+        let out = console.poll_tx(TX_CHUNK);
+        if out.is_empty() {
+            return true;
+        }
+        if line.tx.send(out).await.is_err() {
+            return false;
         }
     }
 }
